@@ -217,7 +217,8 @@ def _wasserstein_1d_sorted(u: torch.Tensor, v: torch.Tensor, p: float) -> torch.
     n, m = u.shape[0], v.shape[0]
     if n == m:
         return (u - v).abs().pow(p).mean(0)
-    cuts = torch.unique(torch.cat([torch.arange(1, n + 1) / n, torch.arange(1, m + 1) / m]).to(torch.float64))
+    f64 = torch.float64
+    cuts = torch.unique(torch.cat([torch.arange(1, n + 1, dtype=f64) / n, torch.arange(1, m + 1, dtype=f64) / m]))
     widths = torch.diff(torch.cat([cuts.new_zeros(1), cuts]))
     mid = cuts - widths / 2
     iu = torch.clamp((mid * n).floor().long(), max=n - 1)

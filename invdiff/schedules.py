@@ -64,7 +64,7 @@ def karras_sigmas(
 
     Examples:
         >>> karras_sigmas(3, 0.002, 80.0, append_zero=False)
-        tensor([8.0000e+01, 2.5355e+00, 2.0000e-03], dtype=torch.float64)
+        tensor([8.0000e+01, 2.5152e+00, 2.0000e-03], dtype=torch.float64)
     """
     steps = _check_range(steps, sigma_min, sigma_max)
     if rho <= 0:

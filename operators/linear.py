@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from invdiff.linalg import batch_scalar, real_dtype
+from invdiff.linalg import batch_scalar, complex_dtype, real_dtype
 
 from .base import LinearOperator, Operator, _standard_normal_like, cast_like
 from .noise import NoiseModel
@@ -167,7 +167,9 @@ class MatrixOperator(LinearOperator):
         return (flat @ A.conj()).reshape(*flat.shape[:-1], *self.in_shape)
 
     def to_matrix(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return self.A if dtype is None else self.A.to(dtype)
+        if dtype is None:
+            return self.A
+        return self.A.to(complex_dtype(dtype) if self.A.is_complex() else dtype)
 
     # -- closed forms through the SVD ----------------------------------------------------------------------
     def _whitened_svd(self, like: torch.Tensor):
@@ -203,7 +205,7 @@ class MatrixOperator(LinearOperator):
         return (coef @ Vh.conj()).reshape(*coef.shape[:-1], *self.in_shape)
 
     def _posterior_parts(self, z, y, rho):
-        """Whitened SVD, right-hand side :math:`b = A^H y/\sigma^2 + z/\rho^2` (flat) and :math:`\rho` (flat)."""
+        r"""Whitened SVD, right-hand side :math:`b = A^H y/\sigma^2 + z/\rho^2` (flat) and :math:`\rho` (flat)."""
         z = self._prepare(z, self.in_shape, self.in_dtype, "MatrixOperator coupling point")
         y = self._prepare(y, self.out_shape, self.out_dtype, "MatrixOperator measurement")
         U, S, Vh = self._whitened_svd(z)

@@ -51,7 +51,7 @@ class GaussianNoise(NoiseModel):
 
     def __init__(self, std: float | torch.Tensor):
         super().__init__()
-        std_t = torch.as_tensor(std, dtype=torch.get_default_dtype()).detach().clone()
+        std_t = torch.as_tensor(std, dtype=torch.float64).detach().clone()  # cast to the data on use
         if std_t.is_complex() or not torch.isfinite(std_t).all() or (std_t < 0).any():
             raise ValueError(f"GaussianNoise: std must be finite, real and non-negative, got {std!r}")
         self.register_buffer("std", std_t)

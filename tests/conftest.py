@@ -1,0 +1,14 @@
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.fixture
+def gen():
+    """A fresh seeded generator per test."""
+    return torch.Generator().manual_seed(1234)

@@ -1,0 +1,18 @@
+"""The Examples: in the docstrings run."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "invdiff.posterior", "invdiff.schedules", "invdiff.metrics", "invdiff.testing", "invdiff.priors.gaussian",
+    "invdiff.operators.noise", "invdiff.operators.linear", "invdiff.datasets.natural",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+    assert result.attempted > 0 or name in ("invdiff.metrics",)
