@@ -69,13 +69,16 @@ def compose(*ops: Operator, noise: NoiseModel | None = None) -> Operator:
     return cls(flat, noise=noise)
 
 
-class _Chain(nn.Module):
-    """Shared machinery of composites: factors stored outermost first."""
+class _Chain:
+    """Shared machinery of composites (a mixin before Operator in the bases): factors stored outermost first."""
 
-    def _init_chain(self, ops):
+    def __init__(self, ops, *, noise=None):
+        super().__init__(
+            ops[-1].in_shape, ops[0].out_shape, noise=noise, in_dtype=ops[-1].in_dtype, out_dtype=ops[0].out_dtype
+        )
         self.ops = nn.ModuleList(ops)
 
-    def _apply_chain(self, x):
+    def forward(self, x):
         for op in reversed(self.ops):
             x = op(x)
         return x
@@ -84,29 +87,9 @@ class _Chain(nn.Module):
 class ComposedOperator(_Chain, Operator):
     """A composite with at least one nonlinear factor; build it with ``A @ B`` or :func:`compose`."""
 
-    def __init__(self, ops, *, noise=None):
-        Operator.__init__(
-            self, ops[-1].in_shape, ops[0].out_shape, noise=noise, in_dtype=ops[-1].in_dtype,
-            out_dtype=ops[0].out_dtype,
-        )
-        self._init_chain(ops)
-
-    def forward(self, x):
-        return self._apply_chain(x)
-
 
 class ComposedLinearOperator(_Chain, LinearOperator):
     r"""A composite of linear factors; its adjoint applies the factors' adjoints in reverse order."""
-
-    def __init__(self, ops, *, noise=None):
-        LinearOperator.__init__(
-            self, ops[-1].in_shape, ops[0].out_shape, noise=noise, in_dtype=ops[-1].in_dtype,
-            out_dtype=ops[0].out_dtype,
-        )
-        self._init_chain(ops)
-
-    def forward(self, x):
-        return self._apply_chain(x)
 
     def adjoint(self, y):
         for op in self.ops:
