@@ -8,7 +8,9 @@ from . import linalg, metrics, priors, schedules
 from . import operators  # noqa: E402  (installed from operators/)
 from . import datasets  # noqa: E402  (installed from datasets/)
 from .posterior import Posterior
+from . import samplers  # noqa: E402
+from .samplers import sample
 
 __version__ = "0.1.0"
 
-__all__ = ["Posterior", "operators", "priors", "datasets", "metrics", "schedules", "linalg", "__version__"]
+__all__ = ["sample", "samplers", "Posterior", "operators", "priors", "datasets", "metrics", "schedules", "linalg", "__version__"]

@@ -164,6 +164,8 @@ class GaussianMixture(Prior):
         )
         self.K, self.d = K, d
         self.register_buffer("means", means)
+        # means in the shared eigenbasis, for the GEMM fast path (unused with per-component covariances)
+        self.register_buffer("_zmeans", cov.rotate(means.reshape(K, d)) if cov.shared else means.new_zeros(0))
         self.register_buffer("weights", weights.to(dtype))
         self.register_buffer("log_weights", torch.log(weights).to(dtype))
         self._cov = cov
@@ -198,45 +200,60 @@ class GaussianMixture(Prior):
         return (self.means.reshape(self.K, self.d)[k] + x).reshape(int(n), *self.shape)
 
     def _component_terms(self, x: torch.Tensor, sigma):
-        """Rotated residuals ``z`` (..., K, d), variances ``lam + sigma^2`` and component log-densities."""
+        """Component log-densities ``(*batch, K)`` of the noised mixture at ``x`` and what ``denoise`` reuses.
+
+        With a shared covariance every term is a matrix product in the common eigenbasis (no ``(batch, K, d)``
+        tensor): :math:`\sum_i (z_i - m_{ki})^2/v_i = \sum_i z_i^2/v_i - 2\sum_i z_i m_{ki}/v_i + \sum_i m_{ki}^2/v_i`.
+        """
         x = self._check_x(x)
         s = expand_sigma(sigma, x, self.event_ndim)
         batch = x.shape[: x.ndim - self.event_ndim]
-        flat = x.reshape(*batch, 1, self.d)
-        mu = self.means.reshape(self.K, self.d).to(flat)
-        z = self._cov.rotate(flat - mu)
-        s2 = (s.reshape(s.shape[: s.ndim - self.event_ndim] + (1, 1)) if s.ndim else s) ** 2
-        var = self._cov.lam.to(flat) + s2
-        logdet = torch.log(var).sum(-1)
+        flat = x.reshape(-1, self.d)
+        s2 = (s.reshape(-1, 1) if s.ndim else s) ** 2
+        lam = self._cov.lam.to(flat)
+        if self._cov.shared:
+            var = lam + s2  # (d,), or (b, d) with a noise level per batch entry
+            zx = self._cov.rotate(flat)  # (b, d)
+            zmu = self._zmeans.to(flat)  # (K, d)
+            inv = (1.0 / var).expand(flat.shape[0], self.d) if var.ndim == 1 else 1.0 / var
+            quad = (zx**2 * inv).sum(-1, keepdim=True) - 2 * (zx * inv) @ zmu.T + inv @ (zmu**2).T
+            logdet = torch.log(var).sum(-1, keepdim=True)
+            extra = (zx, zmu, var)
+        else:
+            mu = self.means.reshape(self.K, self.d).to(flat)
+            z = self._cov.rotate(flat.unsqueeze(1) - mu)  # (b, K, d)
+            var = lam + (s2.unsqueeze(1) if s2.ndim else s2)  # (K, d), or (b, K, d) per batch entry
+            quad = (z**2 / var).sum(-1)
+            logdet = torch.log(var).sum(-1)
+            extra = (z, None, var)
         if not torch.isfinite(logdet).all():
             raise ValueError("density undefined: a singular covariance at sigma = 0; use sigma > 0")
-        logp = -0.5 * (z**2 / var).sum(-1) - 0.5 * logdet - 0.5 * self.d * _LOG_2PI
-        return z, var, logp, batch, s2
+        logp = -0.5 * quad - 0.5 * logdet - 0.5 * self.d * _LOG_2PI
+        return logp, batch, extra
 
     def log_prob(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
         r""":math:`\log p_\sigma(x)` of the (noised) mixture, one value per batch entry."""
-        _, _, logp, _, _ = self._component_terms(x, sigma)
-        return torch.logsumexp(logp + self.log_weights.to(logp), dim=-1)
+        logp, batch, _ = self._component_terms(x, sigma)
+        return torch.logsumexp(logp + self.log_weights.to(logp), dim=-1).reshape(batch)
 
     def responsibilities(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
         r""":math:`p(k \mid x_\sigma = x)`, shape ``(*batch, K)``."""
-        _, _, logp, _, _ = self._component_terms(x, sigma)
-        return torch.softmax(logp + self.log_weights.to(logp), dim=-1)
+        logp, batch, _ = self._component_terms(x, sigma)
+        return torch.softmax(logp + self.log_weights.to(logp), dim=-1).reshape(*batch, self.K)
 
     def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        z, var, logp, batch, s2 = self._component_terms(x, sigma)
-        r = torch.softmax(logp + self.log_weights.to(logp), dim=-1)  # (*batch, K)
+        logp, batch, (z, zmu, var) = self._component_terms(x, sigma)
+        r = torch.softmax(logp + self.log_weights.to(logp), dim=-1)  # (b, K)
         lam = self._cov.lam.to(z)
-        shrink = torch.where(var > 0, lam / var, torch.ones_like(var))  # sigma = lam = 0: x is exact there
         mu = self.means.reshape(self.K, self.d).to(z)
-        if self._cov.Q is None or self._cov.shared:
-            # one basis: mix in rotated coordinates, rotate back once
-            delta = (r.unsqueeze(-1) * shrink * z).sum(-2)
-            delta = self._cov.unrotate(delta) if self._cov.Q is not None else delta
+        if self._cov.shared:
+            shrink = torch.where(var > 0, lam / var, torch.ones_like(var))  # sigma = lam = 0: x is exact there
+            delta = self._cov.unrotate(shrink * (z - r @ zmu))
         else:
+            lam = lam.expand_as(var)
+            shrink = torch.where(var > 0, lam / var, torch.ones_like(var))
             delta = self._cov.unrotate(r.unsqueeze(-1) * shrink * z).sum(-2)
-        out = (r @ mu) + delta
-        return out.reshape(*batch, *self.shape)
+        return ((r @ mu) + delta).reshape(*batch, *self.shape)
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``(*shape)`` and covariance ``(d, d)`` of the mixture, float64."""

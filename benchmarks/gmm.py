@@ -1,0 +1,165 @@
+"""The Gaussian-mixture posterior benchmark of MCGdiff (Cardoso et al. 2023), reused by FPS and DDSMC.
+
+Prior: 25 unit-covariance components, means on a 5x5 grid of spacing 8 repeated over coordinate pairs
+((8i, 8j, 8i, 8j, ...), i, j in -2..2), weights chi2_1 draws normalised. Operator: the SVD of a d_y x d Gaussian
+matrix with its singular values replaced by sorted U(0, 1) draws; noise std U(0, 1) times the largest singular
+value; x* drawn from the prior. The exact posterior is a Gaussian mixture (GaussianMixture.exact_posterior).
+
+Metric: sliced Wasserstein (1,000 directions) between the sampler's draws and as many exact-posterior draws;
+mean and 95% interval (t-interval over seeds). The floor is exact-vs-exact (two independent exact sets), the
+ceiling prior-vs-exact. Also the coverage of x* by 90% central credible intervals (mean over coordinates and
+seeds). Hyperparameters are the fixed settings below, the same in every cell.
+
+    OMP_NUM_THREADS=2 python benchmarks/gmm.py                      # the full table (README numbers)
+    OMP_NUM_THREADS=2 python benchmarks/gmm.py --quick              # 3 seeds, small cells: a smoke run
+    OMP_NUM_THREADS=2 python benchmarks/gmm.py --particles-sweep    # SMC's SW as particles grow
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import scipy.stats
+import torch
+
+import invdiff
+from invdiff import metrics
+from invdiff.operators import GaussianNoise, MatrixOperator
+from invdiff.priors import GaussianMixture
+
+SETTINGS = {  # method -> (steps, options); fixed for every cell
+    "smc": (100, {"particles": 2000}),
+    "split-gibbs": (60, {"inner_steps": 6}),
+    "dps": (200, {"zeta": 1.0}),
+    "red-diff": (200, {}),
+    "daps": (50, {"ode_steps": 4}),
+    "ddrm": (100, {}),
+}
+
+
+def make_problem(d: int, d_y: int, seed: int):
+    """The prior, operator, x* and y of one benchmark instance (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.arange(-2, 3, dtype=torch.float64) * 8
+    pairs = torch.cartesian_prod(grid, grid)  # (25, 2)
+    means = pairs.repeat(1, d // 2)
+    weights = torch.distributions.Chi2(torch.tensor(1.0, dtype=torch.float64)).sample((25,))
+    weights = torch.from_numpy(scipy.stats.chi2.rvs(1, size=25, random_state=seed)).to(torch.float64)
+    prior = GaussianMixture(means, weights / weights.sum(), 1.0)
+    G = torch.randn(d_y, d, generator=g, dtype=torch.float64)
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    s = torch.sort(torch.rand(d_y, generator=g, dtype=torch.float64), descending=True).values
+    A = U @ torch.diag(s) @ Vh
+    std = float(torch.rand(1, generator=g, dtype=torch.float64)) * float(s.max())
+    op = MatrixOperator(A, noise=GaussianNoise(std))
+    x_star = prior.sample(1, generator=g)[0]
+    y = op.measure(x_star, generator=g)
+    return prior, op, x_star, y
+
+
+def t_interval(values):
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    half = scipy.stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+def run_cell(d, d_y, seeds, methods, n_samples, n_proj, log):
+    rows = {m: [] for m in methods}
+    cover = {m: [] for m in methods}
+    secs = {m: [] for m in methods}
+    floor, ceiling = [], []
+    for seed in seeds:
+        prior, op, x_star, y = make_problem(d, d_y, seed)
+        post = prior.exact_posterior(op, y)
+        g = torch.Generator().manual_seed(10_000 + seed)
+        ref = post.sample(n_samples, generator=g)
+        floor.append(float(metrics.sliced_wasserstein(post.sample(n_samples, generator=g), ref, n_proj, g)))
+        ceiling.append(float(metrics.sliced_wasserstein(prior.sample(n_samples, generator=g), ref, n_proj, g)))
+        for m in methods:
+            steps, opts = SETTINGS[m]
+            res = invdiff.sample(prior, op, y, m, n=n_samples, steps=steps, seed=seed, **opts)
+            rows[m].append(float(metrics.sliced_wasserstein(res.samples, ref, n_proj, g)))
+            cover[m].append(float(metrics.coverage(res.samples, x_star, 0.9)))
+            secs[m].append(res.seconds)
+        log(f"  d={d} d_y={d_y} seed={seed}: floor {floor[-1]:.3f} " +
+            " ".join(f"{m} {rows[m][-1]:.3f}" for m in methods))
+    return rows, cover, secs, floor, ceiling
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dims", type=int, nargs="+", default=[8, 80, 800])
+    p.add_argument("--dys", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--projections", type=int, default=1000)
+    p.add_argument("--methods", nargs="+", default=list(SETTINGS))
+    p.add_argument("--quick", action="store_true", help="3 seeds, d in {8, 80}, d_y in {1, 4}")
+    p.add_argument("--particles-sweep", action="store_true", help="SMC's SW vs particles at d=80, d_y=2")
+    p.add_argument("--verbose", action="store_true")
+    a = p.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if a.verbose else (lambda s: None)
+    if a.particles_sweep:
+        return particles_sweep(a, log)
+    if a.quick:
+        a.seeds, a.dims, a.dys = 3, [8, 80], [1, 4]
+    seeds = list(range(a.seeds))
+    t0 = time.perf_counter()
+    table, coverage_all, seconds_all = {}, {m: [] for m in a.methods}, {m: [] for m in a.methods}
+    for d in a.dims:
+        for d_y in a.dys:
+            rows, cover, secs, floor, ceiling = run_cell(d, d_y, seeds, a.methods, a.samples, a.projections, log)
+            table[(d, d_y)] = {"exact (floor)": t_interval(floor), "prior (ceiling)": t_interval(ceiling),
+                               **{m: t_interval(rows[m]) for m in a.methods}}
+            for m in a.methods:
+                coverage_all[m] += cover[m]
+                seconds_all[m] += secs[m]
+    total = time.perf_counter() - t0
+    cells = list(table)
+    names = ["exact (floor)", *a.methods, "prior (ceiling)"]
+    print(f"Sliced Wasserstein to the exact posterior ({a.samples} draws, {a.projections} directions), "
+          f"mean +- 95% interval over {len(seeds)} seeds\n")
+    print("| method | " + " | ".join(f"d={d}, d_y={dy}" for d, dy in cells) + " |")
+    print("|---|" + "---|" * len(cells))
+    for name in names:
+        print(f"| {name} | " + " | ".join(f"{table[c][name][0]:.3f} ± {table[c][name][1]:.3f}" for c in cells) + " |")
+    print("\n| method | steps, options | 90% coverage of x* | seconds per run (median) |")
+    print("|---|---|---|---|")
+    for m in a.methods:
+        steps, opts = SETTINGS[m]
+        o = ", ".join(f"{k}={v}" for k, v in opts.items())
+        print(f"| {m} | {steps}{', ' + o if o else ''} | {np.mean(coverage_all[m]):.3f} | "
+              f"{np.median(seconds_all[m]):.2f} |")
+    print(f"\ntotal wall time {total / 60:.1f} min, torch threads {torch.get_num_threads()}")
+
+
+def particles_sweep(a, log):
+    d, d_y = 80, 2
+    seeds = list(range(a.seeds))
+    print(f"SMC: sliced Wasserstein to the exact posterior vs particles per run (d={d}, d_y={d_y}, "
+          f"{a.samples} draws, {len(seeds)} seeds)\n")
+    print("| particles per run | runs | SW (mean ± 95%) | final ESS (median) |")
+    print("|---|---|---|---|")
+    for P in (10, 50, 250, 2000):
+        sw, ess = [], []
+        for seed in seeds:
+            prior, op, _, y = make_problem(d, d_y, seed)
+            g = torch.Generator().manual_seed(10_000 + seed)
+            ref = prior.exact_posterior(op, y).sample(a.samples, generator=g)
+            res = invdiff.sample(prior, op, y, "smc", n=a.samples, steps=SETTINGS["smc"][0], seed=seed, particles=P)
+            sw.append(float(metrics.sliced_wasserstein(res.samples, ref, a.projections, g)))
+            ess.append(res.diagnostics["final_ess"])
+        m, h = t_interval(sw)
+        print(f"| {P} | {math.ceil(a.samples / P)} | {m:.3f} ± {h:.3f} | {np.median(ess):.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+r"""What every sampler shares: input validation, seeded randomness, the VE ancestral step, timing, NaN guards.
+
+The ancestral step is the exact DDPM posterior :math:`q(x_{\sigma'} \mid x_\sigma, x_0)` of the
+variance-exploding process, generalised by DDIM's :math:`\eta`:
+
+.. math::
+    x_{\sigma'} = \hat x_0 + \frac{\sqrt{\sigma'^2 - s^2}}{\sigma}(x_\sigma - \hat x_0) + s\,\varepsilon,\qquad
+    s = \eta\,\sigma'\sqrt{1 - \sigma'^2/\sigma^2},
+
+so :math:`\eta = 1` gives mean :math:`\hat x_0 + (\sigma'^2/\sigma^2)(x_\sigma - \hat x_0)` and variance
+:math:`\sigma'^2(\sigma^2 - \sigma'^2)/\sigma^2` (Ho et al. 2020, eq. 7, in VE coordinates) and :math:`\eta = 0`
+the deterministic DDIM step (Song, Meng & Ermon 2021, eq. 12).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from invdiff.posterior import Posterior
+from invdiff.schedules import karras_sigmas
+
+__all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_variance", "dense_svd"]
+
+
+class StackedRandn:
+    """Independent random streams, one per sample, so that sample ``k`` does not depend on how many are drawn.
+
+    Seeds come from ``numpy.random.SeedSequence(seed).spawn(n)`` (the EDM ``StackedRandomGenerator`` idea).
+    """
+
+    def __init__(self, seed: int, n: int, device):
+        children = np.random.SeedSequence(seed).spawn(n)
+        self.gens = [torch.Generator(device=device).manual_seed(int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+                     for c in children]
+        self.device = device
+
+    def randn(self, shape, dtype) -> torch.Tensor:
+        """``(n, *shape)`` standard normals, row ``k`` from stream ``k``."""
+        return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.gens])
+
+    @property
+    def first(self) -> torch.Generator:
+        return self.gens[0]
+
+
+def ancestral_coefficients(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
+    """``(c, s)`` of the step ``x_next = x0 + c (x - x0) + s eps`` (module docstring)."""
+    if sigma_next <= 0:
+        return 0.0, 0.0
+    s = eta * sigma_next * math.sqrt(max(0.0, 1.0 - sigma_next**2 / sigma**2))
+    return math.sqrt(max(0.0, sigma_next**2 - s**2)) / sigma, s
+
+
+def posterior_variance(denoise, x: torch.Tensor, x0: torch.Tensor, sigma: float, event_ndim: int,
+                       probe: torch.Tensor) -> torch.Tensor:
+    r"""Per-sample average :math:`\mathrm{Var}[x_0 \mid x_\sigma = x]` by Tweedie's second-order formula,
+    :math:`\mathrm{Cov}[x_0 \mid x] = \sigma^2 \partial D/\partial x`, its trace estimated with one Rademacher
+    probe :math:`v` by a finite difference: :math:`\sigma^2 v^T(D(x + \delta v) - D(x))/(\delta\|v\|^2)`.
+    Exact for isotropic Gaussian posteriors; one extra denoiser evaluation. Returns shape ``(*batch, 1..1)``.
+    """
+    delta = 1e-3 * sigma
+    dims = tuple(range(-event_ndim, 0))
+    jvp = (denoise(x + delta * probe, sigma) - x0) / delta
+    r2 = sigma**2 * (probe * jvp).sum(dims, keepdim=True) / (probe * probe).sum(dims, keepdim=True)
+    return r2.clamp(min=0.0, max=sigma**2)
+
+
+def dense_svd(operator, dtype=torch.float64, max_size: int = 16384):
+    r"""Whitened SVD of a linear Gaussian operator: :math:`\Sigma_y^{-1/2}A = U S V^T`, and the whitening.
+
+    Returns:
+        ``(U (m, k), S (k,), Vh (k, d), std (m,))`` in ``dtype`` with ``std`` the per-measurement noise std, so
+        ``y / std`` has unit noise. For the SVD-based samplers (DDRM, exact SMC) on small problems.
+    """
+    from invdiff.operators import GaussianNoise, LinearOperator
+
+    if not isinstance(operator, LinearOperator):
+        raise TypeError(f"this method needs a LinearOperator, got {type(operator).__name__}")
+    if not isinstance(operator.noise, GaussianNoise) or bool((operator.noise.std <= 0).any()):
+        raise TypeError("this method needs GaussianNoise with std > 0 on the operator")
+    if operator.in_dtype.is_complex or operator.out_dtype.is_complex:
+        raise NotImplementedError("the SVD-based samplers support real operators only")
+    d = math.prod(operator.in_shape)
+    if d > max_size:
+        raise ValueError(f"the input has {d} entries, too many for a dense SVD (limit {max_size}); "
+                         "use method='dps', 'daps' or 'split-gibbs'")
+    cache = operator.__dict__.setdefault("_sampler_svd", {})
+    key = (dtype, str(operator.noise.std.device))
+    if key not in cache:
+        A = operator.to_matrix(torch.float64).to(torch.float64)
+        std = torch.broadcast_to(operator.noise.std.to(torch.float64), operator.out_shape).reshape(-1).to(A.device)
+        U, S, Vh = torch.linalg.svd(A / std[:, None], full_matrices=False)
+        cache[key] = tuple(t.to(dtype) for t in (U, S, Vh, std))
+    return cache[key]
+
+
+class Sampler:
+    """Base class of the samplers: subclasses implement ``_run`` and set ``name`` and ``default_steps``.
+
+    Call :meth:`sample` (or :func:`invdiff.sample`). Hyperparameters are constructor arguments; nothing about a
+    call is stored on the object, so one instance can serve many problems.
+    """
+
+    name = "sampler"
+    default_steps = 100
+    needs_linear = False
+
+    def sample(self, prior, operator, y, *, n: int = 1, steps: int | None = None, seed: int | None = None,
+               progress: bool = False, sigmas: torch.Tensor | None = None) -> Posterior:
+        """Draw ``n`` posterior samples of ``x`` given one measurement ``y``.
+
+        Args:
+            prior: an :class:`invdiff.priors.Prior` with ``shape == operator.in_shape``.
+            operator: an :class:`invdiff.operators.Operator` with a noise model.
+            y: one measurement, shape ``operator.out_shape``.
+            n: number of samples. steps: the method's number of steps (its class documents what a step is).
+            seed: makes the result reproducible (default: drawn from torch's global generator).
+            progress: show a progress bar. sigmas: a decreasing noise grid overriding the default schedule.
+        """
+        y = self._validate(prior, operator, y, n, steps)
+        steps = self.default_steps if steps is None else int(steps)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        dtype = _prior_dtype(prior)
+        device = _device_of(prior)
+        y = y.to(device=device, dtype=dtype if not y.is_complex() else y.dtype)
+        if sigmas is None:
+            sigmas = karras_sigmas(steps, prior.sigma_min, prior.sigma_max)
+        else:
+            sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+            if sigmas.ndim != 1 or len(sigmas) < 2 or not (sigmas[1:] < sigmas[:-1]).all() or (sigmas < 0).any():
+                raise ValueError("sigmas must be a 1-D strictly decreasing non-negative tensor of length >= 2")
+        t0 = time.perf_counter()
+        ctx = _Context(self.name, prior, operator, y, int(n), steps, int(seed), device, dtype, bool(progress), sigmas)
+        with torch.no_grad():
+            samples, diagnostics = self._run(ctx)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        diagnostics = {"method": self.name, "seed": int(seed), **diagnostics}
+        try:
+            return Posterior.from_samples(samples, nfe=ctx.nfe, seconds=seconds, diagnostics=diagnostics)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"{self.name}: {e}; reduce the step sizes or check the prior's noise range") from e
+
+    __call__ = sample
+
+    def _run(self, ctx: "_Context") -> tuple[torch.Tensor, dict[str, Any]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _validate(self, prior, operator, y, n, steps) -> torch.Tensor:
+        from invdiff.operators import LinearOperator, Operator
+        from invdiff.priors import Prior
+
+        if not isinstance(prior, Prior):
+            raise TypeError(f"{self.name}: prior must be an invdiff Prior, got {type(prior).__name__}")
+        if not isinstance(operator, Operator):
+            raise TypeError(f"{self.name}: operator must be an invdiff Operator, got {type(operator).__name__}")
+        if self.needs_linear and not isinstance(operator, LinearOperator):
+            raise TypeError(f"{self.name} needs a LinearOperator; for nonlinear physics use 'dps', 'smc' or 'daps'")
+        if tuple(prior.shape) != tuple(operator.in_shape):
+            raise ValueError(f"{self.name}: the prior's shape {tuple(prior.shape)} differs from operator.in_shape "
+                             f"{tuple(operator.in_shape)}")
+        if operator.noise is None:
+            raise ValueError(f"{self.name}: the operator has no noise model; build it with noise=GaussianNoise(std)")
+        y = torch.as_tensor(y)
+        if tuple(y.shape) != tuple(operator.out_shape):
+            raise ValueError(f"{self.name}: y must be ONE measurement of shape {tuple(operator.out_shape)}, "
+                             f"got {tuple(y.shape)}")
+        if not torch.isfinite(y).all():
+            raise ValueError(f"{self.name}: y contains NaN or Inf")
+        if int(n) != n or n < 1:
+            raise ValueError(f"{self.name}: n must be a positive integer, got {n!r}")
+        if steps is not None and (int(steps) != steps or steps < 1):
+            raise ValueError(f"{self.name}: steps must be a positive integer, got {steps!r}")
+        return y
+
+
+class _Context:
+    """Everything about one call: the problem, sizes, randomness, counters and the progress bar."""
+
+    def __init__(self, name, prior, operator, y, n, steps, seed, device, dtype, progress, sigmas):
+        self.name, self.prior, self.operator, self.y = name, prior, operator, y
+        self.n, self.steps, self.seed, self.device, self.dtype = n, steps, seed, device, dtype
+        self.progress, self.sigmas = progress, sigmas
+        self.shape = tuple(prior.shape)
+        self.nfe = 0
+        self._gen: torch.Generator | None = None
+        self._stacked: StackedRandn | None = None
+
+    @property
+    def generator(self) -> torch.Generator:
+        """One generator for methods whose samples interact (SMC)."""
+        if self._gen is None:
+            self._gen = torch.Generator(device=self.device).manual_seed(self.seed)
+        return self._gen
+
+    def randn(self, batch: int | None = None) -> torch.Tensor:
+        """``(n, *shape)`` standard normals, one independent stream per sample (``batch`` overrides ``n``
+        with a single shared generator, for particle methods)."""
+        if batch is not None:
+            return torch.randn((batch, *self.shape), generator=self.generator, device=self.device, dtype=self.dtype)
+        if self._stacked is None:
+            self._stacked = StackedRandn(self.seed, self.n, self.device)
+        return self._stacked.randn(self.shape, self.dtype)
+
+    def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        """The prior's denoiser, counted: one NFE per call (per sample)."""
+        self.nfe += 1
+        return self.prior.denoise(x, sigma)
+
+    def check(self, x: torch.Tensor, step: int, sigma: float, what: str = "x") -> None:
+        if not torch.isfinite(x).all():
+            raise FloatingPointError(
+                f"{self.name}: {what} became NaN/Inf at step {step} (sigma={sigma:.4g}); reduce the step size "
+                "(e.g. zeta or lr) or check the operator and prior scales"
+            )
+
+    def bar(self, iterable, total=None):
+        if not self.progress:
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=self.name, leave=False)
+
+
+def _prior_dtype(prior) -> torch.dtype:
+    for t in list(prior.buffers()) + list(prior.parameters()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def _device_of(module) -> torch.device:
+    for t in list(module.buffers()) + list(module.parameters()):
+        return t.device
+    return torch.device("cpu")
