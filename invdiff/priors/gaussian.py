@@ -200,7 +200,7 @@ class GaussianMixture(Prior):
         return (self.means.reshape(self.K, self.d)[k] + x).reshape(int(n), *self.shape)
 
     def _component_terms(self, x: torch.Tensor, sigma):
-        """Component log-densities ``(*batch, K)`` of the noised mixture at ``x`` and what ``denoise`` reuses.
+        r"""Component log-densities ``(*batch, K)`` of the noised mixture at ``x`` and what ``denoise`` reuses.
 
         With a shared covariance every term is a matrix product in the common eigenbasis (no ``(batch, K, d)``
         tensor): :math:`\sum_i (z_i - m_{ki})^2/v_i = \sum_i z_i^2/v_i - 2\sum_i z_i m_{ki}/v_i + \sum_i m_{ki}^2/v_i`.

@@ -28,24 +28,24 @@ __all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_varia
 
 
 class StackedRandn:
-    """Independent random streams, one per sample, so that sample ``k`` does not depend on how many are drawn.
+    """Independent random streams, so that sample ``k`` does not depend on how many samples are drawn.
 
-    Seeds come from ``numpy.random.SeedSequence(seed).spawn(n)`` (the EDM ``StackedRandomGenerator`` idea).
+    Samples are grouped in fixed chunks of ``chunk``; chunk ``j`` has its own generator seeded from
+    ``numpy.random.SeedSequence(seed).spawn``, and always draws all its rows. Sample ``k``'s noise therefore
+    depends only on ``(seed, k)`` (the idea of EDM's ``StackedRandomGenerator``) at the cost of one generator
+    call per chunk, not per sample.
     """
 
-    def __init__(self, seed: int, n: int, device):
-        children = np.random.SeedSequence(seed).spawn(n)
+    def __init__(self, seed: int, n: int, device, chunk: int = 64):
+        self.n, self.chunk, self.device = n, chunk, device
+        children = np.random.SeedSequence(seed).spawn(-(-n // chunk))
         self.gens = [torch.Generator(device=device).manual_seed(int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)))
                      for c in children]
-        self.device = device
 
     def randn(self, shape, dtype) -> torch.Tensor:
-        """``(n, *shape)`` standard normals, row ``k`` from stream ``k``."""
-        return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in self.gens])
-
-    @property
-    def first(self) -> torch.Generator:
-        return self.gens[0]
+        """``(n, *shape)`` standard normals, row ``k`` from sample ``k``'s stream."""
+        rows = [torch.randn((self.chunk, *shape), generator=g, device=self.device, dtype=dtype) for g in self.gens]
+        return torch.cat(rows)[: self.n]
 
 
 def ancestral_coefficients(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
@@ -59,9 +59,10 @@ def ancestral_coefficients(sigma: float, sigma_next: float, eta: float = 1.0) ->
 def posterior_variance(denoise, x: torch.Tensor, x0: torch.Tensor, sigma: float, event_ndim: int,
                        probe: torch.Tensor) -> torch.Tensor:
     r"""Per-sample average :math:`\mathrm{Var}[x_0 \mid x_\sigma = x]` by Tweedie's second-order formula,
-    :math:`\mathrm{Cov}[x_0 \mid x] = \sigma^2 \partial D/\partial x`, its trace estimated with one Rademacher
+    :math:`\mathrm{Cov}[x_0 \mid x] = \sigma^2 \partial D/\partial x`, its trace estimated with one random
     probe :math:`v` by a finite difference: :math:`\sigma^2 v^T(D(x + \delta v) - D(x))/(\delta\|v\|^2)`.
-    Exact for isotropic Gaussian posteriors; one extra denoiser evaluation. Returns shape ``(*batch, 1..1)``.
+    Exact for isotropic Jacobians whatever the probe (the estimate is normalised by
+    :math:`\\|v\\|^2`), so a Gaussian probe serves; one extra denoiser evaluation. Returns shape ``(*batch, 1..1)``.
     """
     delta = 1e-3 * sigma
     dims = tuple(range(-event_ndim, 0))
@@ -90,7 +91,8 @@ def dense_svd(operator, dtype=torch.float64, max_size: int = 16384):
         raise ValueError(f"the input has {d} entries, too many for a dense SVD (limit {max_size}); "
                          "use method='dps', 'daps' or 'split-gibbs'")
     cache = operator.__dict__.setdefault("_sampler_svd", {})
-    key = (dtype, str(operator.noise.std.device))
+    # keyed by the noise itself: with_noise() copies share this dict but must not share whitened factors
+    key = (dtype, str(operator.noise.std.device), tuple(operator.noise.std.reshape(-1).tolist()))
     if key not in cache:
         A = operator.to_matrix(torch.float64).to(torch.float64)
         std = torch.broadcast_to(operator.noise.std.to(torch.float64), operator.out_shape).reshape(-1).to(A.device)

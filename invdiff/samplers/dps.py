@@ -30,7 +30,7 @@ class DPS(Sampler):
     """Diffusion posterior sampling (module docstring).
 
     Args:
-        zeta: guidance step size :math:`\\zeta` (the paper uses 0.1-1 for images in [-1, 1]).
+        zeta: guidance step size :math:`\\zeta` (the paper uses 0.1-1 for images in [-1, 1]; default 0.3).
         weighting: ``"dps"`` (normalised least-squares step of the paper) or ``"likelihood"`` (noise-aware).
         eta: ancestral noise, 1 = DDPM (the paper), 0 = DDIM.
 
@@ -40,7 +40,7 @@ class DPS(Sampler):
     name = "dps"
     default_steps = 200
 
-    def __init__(self, zeta: float = 1.0, *, weighting: str = "dps", eta: float = 1.0):
+    def __init__(self, zeta: float = 0.3, *, weighting: str = "dps", eta: float = 1.0):
         if weighting not in ("dps", "likelihood"):
             raise ValueError(f"weighting must be 'dps' or 'likelihood', got {weighting!r}")
         if zeta < 0 or not 0 <= eta <= 1:

@@ -33,10 +33,12 @@ class REDDiff(Sampler):
 
     Args:
         lam: regularisation weight :math:`\\lambda` (paper: 0.25).
-        lr: Adam learning rate (paper: 0.1 for images in [-1, 1]).
+        lr: Adam learning rate in units of ``prior.sigma_data / 0.5``, i.e. as for the paper's images in
+            [-1, 1] (paper: 0.1); Adam's steps have the scale of the data, so this keeps one default meaningful.
         obs_weight: weight of the data misfit.
         weighting: ``"inverse-snr"`` (:math:`\\lambda\\sigma`, the paper's) or ``"constant"`` (:math:`\\lambda`).
-        init: ``"pinv"`` (pseudo-inverse of ``y`` for linear operators, else zeros) or ``"zeros"``.
+        init: ``"zeros"`` (default, as InverseBench) or ``"pinv"`` (pseudo-inverse of ``y`` for linear operators;
+            it amplifies noise through small singular values, e.g. of a blur).
         betas: Adam's betas (paper: (0.9, 0.99)).
 
     A step is one denoiser evaluation; ``steps`` defaults to 500. ``diagnostics["loss"]`` holds the data misfit
@@ -47,7 +49,7 @@ class REDDiff(Sampler):
     default_steps = 500
 
     def __init__(self, lam: float = 0.25, *, lr: float = 0.1, obs_weight: float = 1.0, weighting: str = "inverse-snr",
-                 init: str = "pinv", betas=(0.9, 0.99)):
+                 init: str = "zeros", betas=(0.9, 0.99)):
         if weighting not in ("inverse-snr", "constant"):
             raise ValueError(f"weighting must be 'inverse-snr' or 'constant', got {weighting!r}")
         if init not in ("pinv", "zeros"):
@@ -67,7 +69,7 @@ class REDDiff(Sampler):
         else:
             mu = torch.zeros(ctx.n, *ctx.shape, device=ctx.device, dtype=ctx.dtype)
         mu.requires_grad_(True)
-        opt = torch.optim.Adam([mu], lr=self.lr, betas=self.betas)
+        opt = torch.optim.Adam([mu], lr=self.lr * ctx.prior.sigma_data / 0.5, betas=self.betas)
         losses = []
         for i in ctx.bar(range(len(sig)), total=len(sig)):
             s = sig[i]
