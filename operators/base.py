@@ -161,7 +161,7 @@ class Operator(nn.Module):
     def __matmul__(self, other: "Operator") -> "Operator":
         if not isinstance(other, Operator):
             raise TypeError(
-                f"`@` composes operators (A @ B applies B first); to apply an operator to a tensor call it: A(x)"
+                "`@` composes operators (A @ B applies B first); to apply an operator to a tensor call it: A(x)"
             )
         from .linear import compose
 

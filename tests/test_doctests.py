@@ -7,7 +7,7 @@ import pytest
 
 MODULES = [
     "invdiff.posterior", "invdiff.schedules", "invdiff.metrics", "invdiff.testing", "invdiff.priors.gaussian",
-    "invdiff.operators.noise", "invdiff.operators.linear", "invdiff.datasets.natural",
+    "invdiff.operators.noise", "invdiff.operators.linear", "invdiff.datasets.natural", "invdiff.samplers",
 ]
 
 

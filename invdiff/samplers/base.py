@@ -24,7 +24,8 @@ import torch
 from invdiff.posterior import Posterior
 from invdiff.schedules import karras_sigmas
 
-__all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_variance", "dense_svd"]
+__all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_variance", "dense_svd",
+           "gaussian_conditional"]
 
 
 class StackedRandn:
@@ -69,6 +70,25 @@ def posterior_variance(denoise, x: torch.Tensor, x0: torch.Tensor, sigma: float,
     jvp = (denoise(x + delta * probe, sigma) - x0) / delta
     r2 = sigma**2 * (probe * jvp).sum(dims, keepdim=True) / (probe * probe).sum(dims, keepdim=True)
     return r2.clamp(min=0.0, max=sigma**2)
+
+
+def gaussian_conditional(ctx, center: torch.Tensor, r: float, *, langevin_steps: int, langevin_lr: float):
+    r"""A draw from :math:`p(x \mid y) \propto p(y \mid x)\,\mathcal N(x; \text{center}, r^2 I)`: exact for
+    linear operators with Gaussian noise (:meth:`~invdiff.operators.LinearOperator.sample_conditional`),
+    otherwise ``langevin_steps`` of unadjusted Langevin dynamics with step ``langevin_lr * r**2`` from ``center``.
+    The likelihood step of split Gibbs and the :math:`x_0` step of DAPS."""
+    from invdiff.operators import GaussianNoise, LinearOperator
+
+    op, y = ctx.operator, ctx.y
+    if isinstance(op, LinearOperator) and isinstance(op.noise, GaussianNoise):
+        return op.sample_conditional(center, y, r, generator=ctx.generator).real.to(center.dtype)
+    x, gamma = center.clone(), langevin_lr * r**2
+    for _ in range(langevin_steps):
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(op.log_likelihood(xg, y).sum(), xg)
+        x = x + gamma * (g - (x - center) / r**2) + math.sqrt(2 * gamma) * ctx.randn()
+    return x
 
 
 def dense_svd(operator, dtype=torch.float64, max_size: int = 16384):

@@ -18,13 +18,9 @@ References:
 
 from __future__ import annotations
 
-import math
-
-import torch
-
 from invdiff.schedules import karras_sigmas
 
-from .base import Sampler
+from .base import Sampler, gaussian_conditional
 
 __all__ = ["DAPS"]
 
@@ -57,20 +53,6 @@ class DAPS(Sampler):
             x = x + (s_next - s) * (x - ctx.denoise(x, s)) / s
         return ctx.denoise(x, grid[-1])
 
-    def _x0_step(self, ctx, x0_hat, r):
-        from invdiff.operators import GaussianNoise, LinearOperator
-
-        op, y = ctx.operator, ctx.y
-        if isinstance(op, LinearOperator) and isinstance(op.noise, GaussianNoise):
-            return op.sample_conditional(x0_hat, y, r, generator=ctx.generator).real.to(x0_hat.dtype)
-        x, gamma = x0_hat.clone(), self.langevin_lr * r**2
-        for _ in range(self.langevin_steps):
-            with torch.enable_grad():
-                xg = x.detach().requires_grad_(True)
-                (g,) = torch.autograd.grad(op.log_likelihood(xg, y).sum(), xg)
-            x = x + gamma * (g - (x - x0_hat) / r**2) + math.sqrt(2 * gamma) * ctx.randn()
-        return x
-
     def _run(self, ctx):
         sig = ctx.sigmas.tolist()
         if sig[-1] == 0:
@@ -80,7 +62,8 @@ class DAPS(Sampler):
         for i in ctx.bar(range(len(sig)), total=len(sig)):
             s = sig[i]
             x0_hat = self._x0_hat(ctx, x, s)
-            x0 = self._x0_step(ctx, x0_hat, self.r_scale * s)
+            x0 = gaussian_conditional(ctx, x0_hat, self.r_scale * s, langevin_steps=self.langevin_steps,
+                                      langevin_lr=self.langevin_lr)
             ctx.check(x0, i, s, "x0")
             if i + 1 < len(sig):
                 x = x0 + sig[i + 1] * ctx.randn()

@@ -71,7 +71,6 @@ class DPS(Sampler):
                     misfit.append(float(-ll.detach().mean()))
             x0 = x0.detach()
             c, s_up = ancestral_coefficients(s, s_next, self.eta)
-            x = x0 + c * (x - x0) + (s_up * ctx.randn() if s_up > 0 else 0.0)
-            x = x + step if s_next > 0 else x0 + step
+            x = x0 + c * (x - x0) + (s_up * ctx.randn() if s_up > 0 else 0.0) + step
             ctx.check(x, i, s)
         return x, {"misfit": torch.tensor(misfit)}

@@ -155,7 +155,6 @@ class SMC(Sampler):
         -> (x', log p(x'|x) - log q(x'|x))``; ``final_loglik(x0) -> log p(y | x0)``. Weights are completed one
         step late, when the twist at the new particles is known."""
         sig = ctx.sigmas.tolist()
-        N = R * P
         logw = torch.zeros(R, P, device=ctx.device, dtype=torch.float64)
         log_z = torch.zeros(R, device=ctx.device, dtype=torch.float64)
         ess_trace, resampled = [], []

@@ -51,7 +51,7 @@ import torch
 from invdiff.linalg import conjugate_gradient, inner
 from invdiff.schedules import karras_sigmas
 
-from .base import Sampler, ancestral_coefficients, dense_svd, posterior_variance
+from .base import Sampler, ancestral_coefficients, dense_svd, gaussian_conditional, posterior_variance
 
 __all__ = ["SplitGibbs"]
 
@@ -111,20 +111,6 @@ class SplitGibbs(Sampler):
         if not 0 < lo <= hi:
             raise ValueError(f"need 0 < rho_min <= rho_max, got {lo}, {hi}")
         return torch.logspace(math.log10(hi), math.log10(lo), max(levels, 2), dtype=torch.float64)
-
-    def _likelihood_step(self, ctx, x, rho):
-        from invdiff.operators import GaussianNoise, LinearOperator
-
-        op, y = ctx.operator, ctx.y
-        if isinstance(op, LinearOperator) and isinstance(op.noise, GaussianNoise):
-            return op.sample_conditional(x, y, rho, generator=ctx.generator).real.to(x.dtype)
-        z, gamma = x.clone(), self.langevin_lr * rho**2
-        for _ in range(self.langevin_steps):
-            with torch.enable_grad():
-                zg = z.detach().requires_grad_(True)
-                (g,) = torch.autograd.grad(op.log_likelihood(zg, y).sum(), zg)
-            z = z + gamma * (g - (z - x) / rho**2) + math.sqrt(2 * gamma) * ctx.randn()
-        return z
 
     def _prior_step(self, ctx, z, rho, steps):
         r"""x ~ p(x0 | x_rho = z): ancestral steps from sigma = rho to 0 whose variance includes the uncertainty
@@ -196,7 +182,7 @@ class SplitGibbs(Sampler):
         return math.exp(b), best
 
     def _sweep(self, ctx, x, rho, level):
-        z = self._likelihood_step(ctx, x, rho)
+        z = gaussian_conditional(ctx, x, rho, langevin_steps=self.langevin_steps, langevin_lr=self.langevin_lr)
         ctx.check(z, level, rho, "z (likelihood step)")
         x = self._prior_step(ctx, z, rho, self.inner_steps)
         ctx.check(x, level, rho, "x (prior step)")
