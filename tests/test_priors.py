@@ -193,11 +193,18 @@ def test_image_prior_takes_per_sample_sigma(gen):
 
 
 def test_noise_range_defaults_are_sensible():
-    gmm = _gmm_2d("full")
-    mean, cov = gmm.moments()
-    top = torch.linalg.eigvalsh(cov + torch.outer(mean, mean))[-1]
-    assert gmm.sigma_max >= 10 * math.sqrt(float(top))
-    assert gmm.sigma_min < 0.01 * gmm.sigma_data
+    """At sigma_max the samplers start from N(0, sigma_max^2 I): along every direction its KL divergence from
+    the (moment-matched) noised prior N(m, c + sigma^2) stays below 0.02 nats."""
+    for prior in (_gmm_2d("full"), _gmm_2d("isotropic"), Gaussian(torch.tensor([3.0, -1.0]), torch.eye(2))):
+        mean, cov = prior.moments()
+        s2 = prior.sigma_max**2
+        evals, evecs = torch.linalg.eigh(cov)
+        for i in range(2):
+            c, m = float(evals[i]), float(evecs[:, i] @ mean.reshape(-1).to(torch.float64))
+            v = c + s2  # KL(N(m, v) || N(0, s2))
+            kl = 0.5 * (v / s2 + m**2 / s2 - 1 - math.log(v / s2))
+            assert kl < 0.02, (kl, prior)
+        assert prior.sigma_min < 0.01 * prior.sigma_data
 
 
 def test_prior_validation_messages():

@@ -117,7 +117,10 @@ class GaussianMixture(Prior):
             flattened ``d = prod(shape)`` coordinates.
         sigma_min, sigma_max, sigma_data: override the defaults derived from the moments
             (``sigma_data`` = root mean per-coordinate variance, ``sigma_min = 1e-3 * sigma_data``,
-            ``sigma_max`` = 20 x the square root of the largest eigenvalue of the second-moment matrix).
+            ``sigma_max`` = 5 x the square root of the largest eigenvalue :math:`\lambda` of the second-moment
+            matrix: there :math:`\mathcal N(0, \sigma_{max}^2 I)` is within :math:`\lambda/2\sigma_{max}^2 = 0.02`
+            nats of the noised prior along any direction, and a larger value wastes the samplers' steps on noise
+            levels where nothing happens).
 
     Examples:
         >>> import torch
@@ -159,7 +162,7 @@ class GaussianMixture(Prior):
         super().__init__(
             shape,
             sigma_min=1e-3 * sd if sigma_min is None else sigma_min,
-            sigma_max=20 * math.sqrt(max(top, 1e-12)) if sigma_max is None else sigma_max,
+            sigma_max=5 * math.sqrt(max(top, 1e-12)) if sigma_max is None else sigma_max,
             sigma_data=sd if sigma_data is None else sigma_data,
         )
         self.K, self.d = K, d
@@ -319,7 +322,7 @@ class Gaussian(Prior):
         super().__init__(
             tuple(mean.shape),
             sigma_min=1e-3 * max(sd, 1e-12) if sigma_min is None else sigma_min,
-            sigma_max=20 * math.sqrt(max(top, 1e-12)) if sigma_max is None else sigma_max,
+            sigma_max=5 * math.sqrt(max(top, 1e-12)) if sigma_max is None else sigma_max,
             sigma_data=sd if sigma_data is None else sigma_data,
         )
         self.d = d

@@ -25,7 +25,7 @@ from invdiff.posterior import Posterior
 from invdiff.schedules import karras_sigmas
 
 __all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_variance", "dense_svd",
-           "gaussian_conditional"]
+           "gaussian_conditional", "operator_norm2"]
 
 
 class StackedRandn:
@@ -89,6 +89,18 @@ def gaussian_conditional(ctx, center: torch.Tensor, r: float, *, langevin_steps:
             (g,) = torch.autograd.grad(op.log_likelihood(xg, y).sum(), xg)
         x = x + gamma * (g - (x - center) / r**2) + math.sqrt(2 * gamma) * ctx.randn()
     return x
+
+
+def operator_norm2(op, ctx, iters: int = 30) -> float:
+    """Largest eigenvalue of A^H A by power iteration (a deterministic start)."""
+    g = torch.Generator(device=ctx.device).manual_seed(0)
+    v = torch.randn(op.in_shape, generator=g, device=ctx.device, dtype=ctx.dtype)
+    lam = 0.0
+    for _ in range(iters):
+        w = op.normal(v).real
+        lam = float(torch.linalg.vector_norm(w) / torch.linalg.vector_norm(v).clamp_min(1e-30))
+        v = w / torch.linalg.vector_norm(w).clamp_min(1e-30)
+    return lam
 
 
 def dense_svd(operator, dtype=torch.float64, max_size: int = 16384):
@@ -222,11 +234,9 @@ class _Context:
             self._gen = torch.Generator(device=self.device).manual_seed(self.seed)
         return self._gen
 
-    def randn(self, batch: int | None = None) -> torch.Tensor:
-        """``(n, *shape)`` standard normals, one independent stream per sample (``batch`` overrides ``n``
-        with a single shared generator, for particle methods)."""
-        if batch is not None:
-            return torch.randn((batch, *self.shape), generator=self.generator, device=self.device, dtype=self.dtype)
+    def randn(self) -> torch.Tensor:
+        """``(n, *shape)`` standard normals, one independent stream per sample (particle methods, whose samples
+        interact, draw from :attr:`generator` instead)."""
         if self._stacked is None:
             self._stacked = StackedRandn(self.seed, self.n, self.device)
         return self._stacked.randn(self.shape, self.dtype)

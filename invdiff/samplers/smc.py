@@ -43,7 +43,7 @@ import math
 
 import torch
 
-from .base import Sampler, ancestral_coefficients, dense_svd, posterior_variance
+from .base import Sampler, ancestral_coefficients, dense_svd, operator_norm2, posterior_variance
 
 __all__ = ["SMC"]
 
@@ -64,18 +64,6 @@ def _systematic(logw: torch.Tensor, count: int, gen: torch.Generator) -> torch.T
     u = (torch.rand(R, 1, generator=gen, dtype=torch.float64, device=logw.device)
          + torch.arange(count, dtype=torch.float64, device=logw.device)) / count
     return torch.searchsorted(cdf, u).clamp(max=P - 1)
-
-
-def _operator_norm2(op, ctx, iters: int = 30) -> float:
-    """Largest eigenvalue of A^H A by power iteration (a deterministic start)."""
-    g = torch.Generator(device=ctx.device).manual_seed(0)
-    v = torch.randn(op.in_shape, generator=g, device=ctx.device, dtype=ctx.dtype)
-    lam = 0.0
-    for _ in range(iters):
-        w = op.normal(v).real
-        lam = float(torch.linalg.vector_norm(w) / torch.linalg.vector_norm(v).clamp_min(1e-30))
-        v = w / torch.linalg.vector_norm(w).clamp_min(1e-30)
-    return lam
 
 
 def _ess(logw: torch.Tensor) -> torch.Tensor:
@@ -252,7 +240,7 @@ class SMC(Sampler):
         if isinstance(noise, GaussianNoise):
             # the plain p(y | x0_hat) is over-confident while x0 is uncertain: inflate its variance by
             # Var[x0 | x_sigma] pushed through the operator (gain ||A||^2 by power iteration if linear)
-            gain2 = _operator_norm2(op, ctx) if isinstance(op, LinearOperator) else 1.0
+            gain2 = operator_norm2(op, ctx) if isinstance(op, LinearOperator) else 1.0
             sd2 = ctx.prior.sigma_data**2
 
             def log_lik(x0, sigma):

@@ -51,7 +51,7 @@ import torch
 from invdiff.linalg import conjugate_gradient, inner
 from invdiff.schedules import karras_sigmas
 
-from .base import Sampler, ancestral_coefficients, dense_svd, gaussian_conditional, posterior_variance
+from .base import Sampler, ancestral_coefficients, dense_svd, gaussian_conditional, operator_norm2, posterior_variance
 
 __all__ = ["SplitGibbs"]
 
@@ -62,7 +62,8 @@ class SplitGibbs(Sampler):
     Args:
         rho_max: initial coupling (default ``prior.sigma_max``, where the blurred likelihood is nearly flat;
             nonlinear operators default to ``20 * prior.sigma_data``).
-        rho_min: final coupling (default ``0.02 * prior.sigma_data``); smaller is more exact, mixes slower.
+        rho_min: final coupling (default ``min(0.02 * prior.sigma_data, 0.1 * min(noise std) / ||A||)``, so the
+            blurred likelihood's variance is within 1% of the true one); smaller is more exact, mixes slower.
         cess: each next coupling is the smallest whose weight update keeps the conditional effective sample
             size at least ``cess * n`` (bisection); higher means more, gentler levels.
         sweeps: Gibbs sweeps at an intermediate level where the chains were resampled (they stay put otherwise).
@@ -102,8 +103,15 @@ class SplitGibbs(Sampler):
             return float(self.rho_max)
         return prior.sigma_max if linear else 20 * prior.sigma_data
 
-    def _rho_min(self, prior) -> float:
-        return 0.02 * prior.sigma_data if self.rho_min is None else float(self.rho_min)
+    def _rho_min(self, prior, ctx=None) -> float:
+        """Default: small against the data (0.02 sigma_data) and against the noise, so that the blurred likelihood
+        N(y; Ax, S_y + rho^2 AA^T) differs from the true one by at most 1% in variance: rho ||A|| <= 0.1 min std."""
+        if self.rho_min is not None:
+            return float(self.rho_min)
+        lo = 0.02 * prior.sigma_data
+        if ctx is not None and getattr(ctx, "noise_floor", None) is not None:
+            lo = min(lo, ctx.noise_floor)
+        return lo
 
     def rho_schedule(self, prior, levels: int) -> torch.Tensor:
         """The fixed geometric ladder used when the blurred likelihood is not tractable (nonlinear operators)."""
@@ -155,7 +163,7 @@ class SplitGibbs(Sampler):
     def _next_rho(self, ctx, x, rho, log_l, logw):
         """The smallest rho' in [rho_min, rho) whose weight increment keeps the conditional ESS >= cess * n
         (bisection in log rho). Returns rho' and log L_rho'(x)."""
-        lo_rho = self._rho_min(ctx.prior)
+        lo_rho = self._rho_min(ctx.prior, ctx)
         W = torch.softmax(logw, 0)
 
         def cess(r):
@@ -177,8 +185,14 @@ class SplitGibbs(Sampler):
                 b, best = mid, l_mid
             else:
                 a = mid
+        step = b - a
+        while best is None and step > 1e-12:  # steep likelihood: keep shrinking; cess -> n as the step -> 0
+            step /= 2
+            c, l_mid = cess(math.exp(b - step))
+            if c >= self.cess * ctx.n:
+                b, best = b - step, l_mid
         if best is None:
-            best = self._log_marginal(ctx, x, math.exp(b))
+            raise FloatingPointError(f"split-gibbs: no coupling below rho={rho:.4g} keeps the chains' weights usable")
         return math.exp(b), best
 
     def _sweep(self, ctx, x, rho, level):
@@ -193,7 +207,7 @@ class SplitGibbs(Sampler):
         rhos = self.rho_schedule(ctx.prior, self.levels).tolist() + [self._rho_min(ctx.prior)] * (ctx.steps - 1)
         for i, rho in enumerate(ctx.bar(rhos, total=len(rhos))):
             x = self._sweep(ctx, x, rho, i)
-        return x, {"rho": torch.tensor(rhos), "levels": self.levels}
+        return x, {"rho": torch.tensor(rhos, dtype=torch.float64), "levels": self.levels}
 
     def _run(self, ctx):
         from invdiff.operators import GaussianNoise, LinearOperator
@@ -205,11 +219,16 @@ class SplitGibbs(Sampler):
         ctx.check(x, 0, ctx.prior.sigma_max, "x (initial prior draws)")
         if not marginal:
             return self._annealed(ctx, x)
-        rho, rho_min = self._rho_max(ctx.prior), self._rho_min(ctx.prior)
         ctx.svd, ctx.svd_proj = None, (None, None)
+        std_min = float(op.noise.std.min())
         if not (op.in_dtype.is_complex or op.out_dtype.is_complex) and math.prod(ctx.shape) <= 4096:
             U, S, Vh, std = dense_svd(op, ctx.dtype)
             ctx.svd = (U, S, Vh, std, (ctx.y.reshape(-1).to(ctx.dtype) / std) @ U)
+            norm = float(torch.linalg.matrix_norm(op.to_matrix(torch.float64).to(torch.float64), ord=2))
+        else:
+            norm = math.sqrt(operator_norm2(op, ctx))
+        ctx.noise_floor = 0.1 * std_min / max(norm, 1e-30)
+        rho, rho_min = self._rho_max(ctx.prior), self._rho_min(ctx.prior, ctx)
         log_l = self._log_marginal(ctx, x, rho)
         logw = log_l.to(torch.float64)  # weighted by the blurred likelihood: they target pi_rho_max(x)
         ladder, ess_trace, resampled = [rho], [], []
@@ -244,7 +263,7 @@ class SplitGibbs(Sampler):
                 raise RuntimeError(f"split-gibbs: rho did not reach rho_min={rho_min:.3g} in max_levels="
                                    f"{self.max_levels} levels (now {rho:.3g}); raise max_levels or rho_min")
             log_l = self._log_marginal(ctx, x, rho)
-        return x, {"rho": torch.tensor(ladder), "ess": torch.tensor(ess_trace), "resampled": resampled,
+        return x, {"rho": torch.tensor(ladder, dtype=torch.float64), "ess": torch.tensor(ess_trace), "resampled": resampled,
                    "levels": len(ladder)}
 
 
