@@ -142,9 +142,8 @@ class SplitGibbs(Sampler):
         otherwise conjugate gradients in measurement space."""
         if ctx.svd is not None:
             U, S, Vh, std, yt = ctx.svd
-            key = id(x)
-            if ctx.svd_proj[0] != key:
-                ctx.svd_proj = (key, x.reshape(x.shape[0], -1) @ Vh.T)
+            if ctx.svd_proj[0] is not x:  # keyed by the tensor itself (held, so never confused with a new one)
+                ctx.svd_proj = (x, x.reshape(x.shape[0], -1) @ Vh.T)
             u = ctx.svd_proj[1]
             var = 1.0 + rho**2 * S**2
             return (-0.5 * (yt - S * u) ** 2 / var - 0.5 * torch.log(var)).sum(-1)
