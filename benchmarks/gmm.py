@@ -94,20 +94,20 @@ def run_task(task):
 def run_all(tasks, jobs, log):
     """Run tasks in ``jobs`` worker processes (one torch thread each) or in this process."""
     results = {}
+
+    def collect(done):
+        for key, out in done:
+            results[key] = out
+            log(f"  d={key[0]} d_y={key[1]} seed={key[2]}: " + " ".join(
+                f"{k} {v if isinstance(v, float) else v[0]:.3f}" for k, v in out.items()))
+
     if jobs > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(jobs) as pool:
-            for key, out in pool.imap_unordered(run_task, tasks):
-                results[key] = out
-                log(f"  d={key[0]} d_y={key[1]} seed={key[2]}: " + " ".join(
-                    f"{k} {v if isinstance(v, float) else v[0]:.3f}" for k, v in out.items()))
+            collect(pool.imap_unordered(run_task, tasks))
     else:
-        for t in tasks:
-            key, out = run_task(t)
-            results[key] = out
-            log(f"  d={key[0]} d_y={key[1]} seed={key[2]}: " + " ".join(
-                f"{k} {v if isinstance(v, float) else v[0]:.3f}" for k, v in out.items()))
+        collect(map(run_task, tasks))
     return results
 
 

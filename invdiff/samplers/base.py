@@ -25,7 +25,7 @@ from invdiff.posterior import Posterior
 from invdiff.schedules import karras_sigmas
 
 __all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_variance", "dense_svd",
-           "gaussian_conditional", "operator_norm2"]
+           "gaussian_conditional", "operator_norm2", "systematic_resample", "effective_sample_size"]
 
 
 class StackedRandn:
@@ -63,7 +63,7 @@ def posterior_variance(denoise, x: torch.Tensor, x0: torch.Tensor, sigma: float,
     :math:`\mathrm{Cov}[x_0 \mid x] = \sigma^2 \partial D/\partial x`, its trace estimated with one random
     probe :math:`v` by a finite difference: :math:`\sigma^2 v^T(D(x + \delta v) - D(x))/(\delta\|v\|^2)`.
     Exact for isotropic Jacobians whatever the probe (the estimate is normalised by
-    :math:`\\|v\\|^2`), so a Gaussian probe serves; one extra denoiser evaluation. Returns shape ``(*batch, 1..1)``.
+    :math:`\|v\|^2`), so a Gaussian probe serves; one extra denoiser evaluation. Returns shape ``(*batch, 1..1)``.
     """
     delta = 1e-3 * sigma
     dims = tuple(range(-event_ndim, 0))
@@ -89,6 +89,21 @@ def gaussian_conditional(ctx, center: torch.Tensor, r: float, *, langevin_steps:
             (g,) = torch.autograd.grad(op.log_likelihood(xg, y).sum(), xg)
         x = x + gamma * (g - (x - center) / r**2) + math.sqrt(2 * gamma) * ctx.randn()
     return x
+
+
+def systematic_resample(logw: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    """Systematic resampling of each row of ``logw`` (R, P): ``count`` ancestor indices per row, (R, count)."""
+    R, P = logw.shape
+    cdf = torch.cumsum(torch.softmax(logw.to(torch.float64), dim=-1), dim=-1)
+    cdf[:, -1] = 1.0
+    u = (torch.rand(R, 1, generator=gen, dtype=torch.float64, device=logw.device)
+         + torch.arange(count, dtype=torch.float64, device=logw.device)) / count
+    return torch.searchsorted(cdf, u).clamp(max=P - 1)
+
+
+def effective_sample_size(logw: torch.Tensor) -> torch.Tensor:
+    """Kish's ESS of the weights in the last dim of ``logw``: (sum w)^2 / sum w^2."""
+    return torch.exp(2 * torch.logsumexp(logw, -1) - torch.logsumexp(2 * logw, -1))
 
 
 def operator_norm2(op, ctx, iters: int = 30) -> float:

@@ -13,19 +13,22 @@ Particles are resampled (systematic) when the effective sample size falls below 
 
 Two proposals:
 
-``"exact"`` (linear operator, Gaussian noise; the filtering proposals of MCGdiff / FPS). With the whitened SVD
-:math:`\Sigma_y^{-1/2}A = U S V^T` and :math:`\tilde y = U^T\Sigma_y^{-1/2}y`, the twist is the likelihood of
-:math:`y` if :math:`x_0 \mid x_\sigma` were :math:`\mathcal N(x_\sigma, \sigma^2 I)`:
+``"exact"`` (linear operator, Gaussian noise; filtering proposals in the spirit of MCGdiff / FPS). With the
+whitened SVD :math:`\Sigma_y^{-1/2}A = U S V^T` and :math:`\tilde y = U^T\Sigma_y^{-1/2}y`, the twist is the
+likelihood of :math:`y` if :math:`x_0 \mid x_\sigma` were :math:`\mathcal N(D(x,\sigma), r_\sigma^2 I)`, with
+:math:`r_\sigma^2 = \sigma^2\sigma_{data}^2/(\sigma^2 + \sigma_{data}^2)`:
 
 .. math::
-    g_\sigma(x) = \prod_i \mathcal N(\tilde y_i;\ s_i (V^T x)_i,\ 1 + \sigma^2 s_i^2),
+    g_\sigma(x) = \prod_i \mathcal N(\tilde y_i;\ s_i (V^T D(x, \sigma))_i,\ 1 + r_\sigma^2 s_i^2),
 
-exact at :math:`\sigma = 0`. The proposal :math:`\propto \mathcal N(x; m, vI)\,g_{\sigma'}(x)` is Gaussian and
-sampled exactly (it only changes the :math:`V` coordinates), and the incremental weight
-:math:`\prod_i \mathcal N(\tilde y_i; s_i (V^T m)_i, 1 + \sigma'^2 s_i^2 + s_i^2 v) / g_\sigma(x)` is closed form.
+exact at :math:`\sigma = 0`. The proposal is the Gaussian :math:`\propto \mathcal N(x'; m, vI)\,\hat g(x')`, with
+:math:`\hat g` the twist at :math:`\sigma'` with the denoiser linearised around :math:`m` (Jacobian
+:math:`r_{\sigma'}^2/\sigma'^2\,I`); it is sampled exactly (it only changes the :math:`V` coordinates) and its
+density enters the weight, so the linearisation costs efficiency, never correctness.
 
 ``"twisted"`` (any differentiable operator and noise model; TDS). The twist is
-:math:`\tilde g_\sigma(x) = p(y \mid \hat x_0(x))` through the denoiser, the proposal
+:math:`\tilde g_\sigma(x) = p(y \mid \hat x_0(x))` through the denoiser (for Gaussian noise with its variance
+inflated by :math:`\|A\|^2 r_\sigma^2`, the uncertainty of :math:`\hat x_0`), the proposal
 :math:`\mathcal N(m + v\nabla_x \log\tilde g_\sigma(x), vI)`, and the weights correct both approximations.
 
 References:
@@ -43,7 +46,15 @@ import math
 
 import torch
 
-from .base import Sampler, ancestral_coefficients, dense_svd, operator_norm2, posterior_variance
+from .base import (
+    Sampler,
+    ancestral_coefficients,
+    dense_svd,
+    effective_sample_size,
+    operator_norm2,
+    posterior_variance,
+    systematic_resample,
+)
 
 __all__ = ["SMC"]
 
@@ -55,19 +66,9 @@ def _log_normal(x, mean, var):
     return (-0.5 * (x - mean) ** 2 / var - 0.5 * torch.log(var) - _HALF_LOG_2PI).sum(-1)
 
 
-def _systematic(logw: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
-    """Systematic resampling of each row of ``logw`` (R, P): ``count`` ancestor indices per row."""
-    R, P = logw.shape
-    w = torch.softmax(logw, dim=-1).to(torch.float64)
-    cdf = torch.cumsum(w, dim=-1)
-    cdf[:, -1] = 1.0
-    u = (torch.rand(R, 1, generator=gen, dtype=torch.float64, device=logw.device)
-         + torch.arange(count, dtype=torch.float64, device=logw.device)) / count
-    return torch.searchsorted(cdf, u).clamp(max=P - 1)
-
-
-def _ess(logw: torch.Tensor) -> torch.Tensor:
-    return torch.exp(2 * torch.logsumexp(logw, -1) - torch.logsumexp(2 * logw, -1))
+def _data_var(sigma: float, sd2: float) -> float:
+    """Var[x0 | x_sigma] per coordinate if the data were Gaussian with variance ``sd2``."""
+    return sigma**2 * sd2 / (sigma**2 + sd2)
 
 
 class SMC(Sampler):
@@ -86,8 +87,9 @@ class SMC(Sampler):
             under-disperses with coarse grids.
 
     A step is two denoiser evaluations per particle (one with ``transition="ddpm"``; with a backward pass for
-    ``"twisted"``); ``steps`` defaults to 100. ``diagnostics``: ``ess`` (before resampling, per step, mean over runs), ``resampled``
-    (steps where it happened), ``log_evidence`` (per run, estimate of :math:`\\log p(y)`), ``particles``.
+    ``"twisted"``); ``steps`` defaults to 100. ``diagnostics``: ``ess`` (before resampling, per step, mean over
+    runs), ``resampled`` (steps where it happened), ``log_evidence`` (per run, estimate of :math:`\log p(y)`),
+    ``particles``, ``runs``, ``final_ess``, ``proposal``.
     """
 
     name = "smc"
@@ -121,11 +123,11 @@ class SMC(Sampler):
         x, logw, diag = run(ctx, R, P)
         # draw n samples: ceil(n / R) from each run's final weights
         per = math.ceil(ctx.n / R)
-        idx = _systematic(logw, per, ctx.generator) if per <= P else torch.multinomial(
+        idx = systematic_resample(logw, per, ctx.generator) if per <= P else torch.multinomial(
             torch.softmax(logw, -1), per, replacement=True, generator=ctx.generator)
         picked = torch.gather(x.reshape(R, P, -1), 1, idx.unsqueeze(-1).expand(R, per, x.shape[-1]))
         samples = picked.reshape(R * per, *ctx.shape)[: ctx.n]
-        diag.update(proposal=proposal, particles=P, runs=R, final_ess=_ess(logw).mean().item())
+        diag.update(proposal=proposal, particles=P, runs=R, final_ess=effective_sample_size(logw).mean().item())
         return samples, diag
 
     def _r2(self, ctx, x, x0, sigma):
@@ -139,8 +141,9 @@ class SMC(Sampler):
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def _loop(self, ctx, R, P, x, twist, propose, final_loglik):
-        """Generic twisted SMC. ``twist(x, sigma) -> (x0, log_g, extra)``; ``propose(x, x0, extra, log_g, s, s')
-        -> (x', log p(x'|x) - log q(x'|x))``; ``final_loglik(x0) -> log p(y | x0)``. Weights are completed one
+        """Generic twisted SMC. ``twist(x, sigma) -> (x0, log_g, extra)`` (``extra`` a tuple of per-particle
+        tensors, resampled with the particles); ``propose(x, x0, extra, sigma, sigma_next) -> (x',
+        log p(x'|x) - log q(x'|x))``; ``final_loglik(x0) -> log p(y | x0)``. Weights are completed one
         step late, when the twist at the new particles is known."""
         sig = ctx.sigmas.tolist()
         logw = torch.zeros(R, P, device=ctx.device, dtype=torch.float64)
@@ -153,12 +156,12 @@ class SMC(Sampler):
             logw = logw + (log_g + (0 if pending is None else pending)).reshape(R, P).to(torch.float64)
             if not torch.isfinite(logw).all():
                 raise FloatingPointError(f"smc: weights became NaN/Inf at step {i} (sigma={s:.4g})")
-            ess = _ess(logw)
+            ess = effective_sample_size(logw)
             ess_trace.append(float(ess.mean()))
             do = ess < self.ess_threshold * P
             if bool(do.any()):
                 log_z = log_z + torch.where(do, torch.logsumexp(logw, -1) - math.log(P), torch.zeros_like(log_z))
-                anc = _systematic(logw, P, ctx.generator)
+                anc = systematic_resample(logw, P, ctx.generator)
                 anc = torch.where(do.unsqueeze(-1), anc, torch.arange(P, device=anc.device).expand(R, P))
                 flat = (anc + P * torch.arange(R, device=anc.device).unsqueeze(-1)).reshape(-1)
                 x, x0, log_g = x[flat], x0[flat], log_g[flat]
@@ -187,8 +190,8 @@ class SMC(Sampler):
         sd2 = ctx.prior.sigma_data**2
         gen = ctx.generator
 
-        def r2(sigma):  # Var[x0 | x_sigma] per coordinate under a Gaussian of the data's scale
-            return sigma**2 * sd2 / (sigma**2 + sd2)
+        def r2(sigma):
+            return _data_var(sigma, sd2)
 
         def normal(shape):
             return torch.randn(shape, generator=gen, device=ctx.device, dtype=ctx.dtype)
@@ -244,8 +247,7 @@ class SMC(Sampler):
             sd2 = ctx.prior.sigma_data**2
 
             def log_lik(x0, sigma):
-                r2 = sigma**2 * sd2 / (sigma**2 + sd2)
-                std = (noise.std.to(x0.device, torch.float64) ** 2 + gain2 * r2).sqrt()
+                std = (noise.std.to(x0.device, torch.float64) ** 2 + gain2 * _data_var(sigma, sd2)).sqrt()
                 return GaussianNoise(std).log_likelihood(y, op(x0), event_ndim=len(op.out_shape))
         else:
             def log_lik(x0, sigma):

@@ -51,7 +51,16 @@ import torch
 from invdiff.linalg import conjugate_gradient, inner
 from invdiff.schedules import karras_sigmas
 
-from .base import Sampler, ancestral_coefficients, dense_svd, gaussian_conditional, operator_norm2, posterior_variance
+from .base import (
+    Sampler,
+    ancestral_coefficients,
+    dense_svd,
+    effective_sample_size,
+    gaussian_conditional,
+    operator_norm2,
+    posterior_variance,
+    systematic_resample,
+)
 
 __all__ = ["SplitGibbs"]
 
@@ -219,14 +228,10 @@ class SplitGibbs(Sampler):
         if not marginal:
             return self._annealed(ctx, x)
         ctx.svd, ctx.svd_proj = None, (None, None)
-        std_min = float(op.noise.std.min())
         if not (op.in_dtype.is_complex or op.out_dtype.is_complex) and math.prod(ctx.shape) <= 4096:
             U, S, Vh, std = dense_svd(op, ctx.dtype)
             ctx.svd = (U, S, Vh, std, (ctx.y.reshape(-1).to(ctx.dtype) / std) @ U)
-            norm = float(torch.linalg.matrix_norm(op.to_matrix(torch.float64).to(torch.float64), ord=2))
-        else:
-            norm = math.sqrt(operator_norm2(op, ctx))
-        ctx.noise_floor = 0.1 * std_min / max(norm, 1e-30)
+        ctx.noise_floor = 0.1 * float(op.noise.std.min()) / max(math.sqrt(operator_norm2(op, ctx)), 1e-30)
         rho, rho_min = self._rho_max(ctx.prior), self._rho_min(ctx.prior, ctx)
         log_l = self._log_marginal(ctx, x, rho)
         logw = log_l.to(torch.float64)  # weighted by the blurred likelihood: they target pi_rho_max(x)
@@ -238,15 +243,19 @@ class SplitGibbs(Sampler):
             if rho > rho_min:
                 new_rho, new_l = self._next_rho(ctx, x, rho, log_l, logw)
                 logw = logw + (new_l - log_l).to(torch.float64)
-                rho = new_rho
+                rho, log_l = new_rho, new_l
                 ladder.append(rho)
                 level += 1
-            ess = float(torch.exp(2 * torch.logsumexp(logw, 0) - torch.logsumexp(2 * logw, 0)))
+            else:
+                log_l = None  # at rho_min: no further weights
+            ess = float(effective_sample_size(logw))
             ess_trace.append(ess)
             last_level = rho <= rho_min
             moved = False
             if ess < self.ess_threshold * ctx.n or (last_level and float(logw.max() - logw.min()) > 0):
-                x = x[_resample(logw, ctx.generator)]
+                anc = systematic_resample(logw[None], ctx.n, ctx.generator)[0]
+                x = x[anc]
+                log_l = log_l[anc] if log_l is not None else None
                 logw = torch.zeros_like(logw)
                 resampled.append(len(ess_trace) - 1)
                 moved = True
@@ -261,16 +270,8 @@ class SplitGibbs(Sampler):
             if level >= self.max_levels:
                 raise RuntimeError(f"split-gibbs: rho did not reach rho_min={rho_min:.3g} in max_levels="
                                    f"{self.max_levels} levels (now {rho:.3g}); raise max_levels or rho_min")
-            log_l = self._log_marginal(ctx, x, rho)
-        return x, {"rho": torch.tensor(ladder, dtype=torch.float64), "ess": torch.tensor(ess_trace), "resampled": resampled,
-                   "levels": len(ladder)}
+            if moved:  # the chains changed: their blurred likelihood must be recomputed
+                log_l = self._log_marginal(ctx, x, rho)
+        return x, {"rho": torch.tensor(ladder, dtype=torch.float64), "ess": torch.tensor(ess_trace),
+                   "resampled": resampled, "levels": len(ladder)}
 
-
-def _resample(logw: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Systematic resampling: len(logw) ancestor indices."""
-    n = logw.shape[0]
-    cdf = torch.cumsum(torch.softmax(logw, 0), 0)
-    cdf[-1] = 1.0
-    u = (torch.rand(1, generator=gen, dtype=torch.float64, device=logw.device)
-         + torch.arange(n, dtype=torch.float64, device=logw.device)) / n
-    return torch.searchsorted(cdf, u).clamp(max=n - 1)
