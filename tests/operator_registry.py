@@ -1,5 +1,12 @@
 """Every operator of the package, built small. A new operator joins this registry, not a new test:
-``tests/test_operator_contract.py`` runs ``invdiff.testing.check_operator`` over all of them."""
+``tests/test_operator_contract.py`` runs ``invdiff.testing.check_operator`` over all of them.
+
+Each modality keeps its entries in ``tests/registry_<modality>.py`` (a module-level ``OPERATORS`` dict of
+name -> zero-argument factory); they are merged here.
+"""
+
+import importlib
+import pathlib
 
 import torch
 
@@ -53,3 +60,11 @@ OPERATORS = {
     "composed_linear": composed_linear,
     "composed_adjoint": composed_adjoint,
 }
+
+
+for _path in sorted(pathlib.Path(__file__).parent.glob("registry_*.py")):
+    _extra = importlib.import_module(_path.stem).OPERATORS
+    _clash = set(_extra) & set(OPERATORS)
+    if _clash:
+        raise RuntimeError(f"{_path.name} re-registers operators {sorted(_clash)}")
+    OPERATORS.update(_extra)
