@@ -13,8 +13,11 @@ from operator_registry import OPERATORS
 def test_registered_operator_passes_contract(name):
     op = OPERATORS[name]()
     report = check_operator(op)
-    assert report["adjoint"] < 1e-6
-    assert {"shapes", "dtype", "batch", "linearity", "adjoint", "autograd", "normal", "pinv"} <= set(report)
+    if op.is_linear:
+        assert report["adjoint"] < 1e-6
+        assert {"shapes", "dtype", "batch", "linearity", "adjoint", "autograd", "normal", "pinv"} <= set(report)
+    else:
+        assert {"shapes", "dtype", "batch", "autograd"} <= set(report)
 
 
 class _WrongAdjoint(LinearOperator):
