@@ -6,6 +6,10 @@ Installed as ``invdiff.operators``. See :mod:`invdiff.operators.base` for the in
 from .base import LinearOperator, Operator
 from .linear import AdjointOperator, ComposedLinearOperator, ComposedOperator, MatrixOperator, compose
 from .noise import GaussianNoise, NoiseModel
+from .blur import Blur, Denoising, Inpainting, SuperResolution
+from .ct import FanBeamCT, ParallelBeamCT, PoissonNoise, TransmissionCT, TransmissionNoise
+from .nonlinear import Magnitude, PhaseRetrieval
+from .weather import CoarseGrid, StationObservations, TimeSubsampling
 
 __all__ = [
     "Operator",
@@ -17,4 +21,19 @@ __all__ = [
     "compose",
     "NoiseModel",
     "GaussianNoise",
+    "PoissonNoise",
+    "TransmissionNoise",
+    # modalities (kernels, masks and other helpers live in their modules: invdiff.operators.blur, ...)
+    "Blur",
+    "SuperResolution",
+    "Inpainting",
+    "Denoising",
+    "ParallelBeamCT",
+    "FanBeamCT",
+    "TransmissionCT",
+    "Magnitude",
+    "PhaseRetrieval",
+    "StationObservations",
+    "CoarseGrid",
+    "TimeSubsampling",
 ]
