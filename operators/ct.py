@@ -413,6 +413,57 @@ class FanBeamCT(_RayTransform):
         return source[:, None, :].expand_as(d), d
 
 
+    def fbp(self, y, *, filter: str = "ramp") -> torch.Tensor:
+        r"""Fan-beam filtered back-projection for a flat detector, full scan (Kak & Slaney, sec. 3.4.2).
+
+        The detector is rescaled to the rotation centre (:math:`s' = s D_{so}/D_{sd}`), each projection is
+        pre-weighted by :math:`D_{so}/\sqrt{D_{so}^2 + s'^2}` and ramp-filtered, and the result is
+        back-projected with the distance weight :math:`1/U^2`, :math:`U = (D_{so} + r\cdot v)/D_{so}`. It assumes
+        views evenly covering :math:`[0, 2\pi)` (each ray then counts twice, hence a factor 1/2); a short scan
+        needs Parker weights, which this baseline does not apply.
+
+        Args:
+            y: sinogram ``(*batch, n_angles, n_detectors)`` of line integrals.
+            filter: the ramp's window (see :func:`ramp_filter`).
+
+        Returns:
+            Image ``(*batch, H, W)`` in 1 / length units.
+        """
+        y = self._prepare_sinogram(y)
+        D = self.source_distance
+        scale = D / self.detector_distance
+        s_iso = cast_like(self._s, y).to(y.device) * scale  # bin positions at the rotation centre
+        tau = self.detector_spacing * scale
+        weighted = y * (D / torch.sqrt(D**2 + s_iso**2))
+        Hf = cast_like(ramp_filter(self.n_detectors, tau, window=filter), y).to(y.device)
+        n_pad = Hf.shape[0]
+        q = torch.fft.irfft(torch.fft.rfft(weighted, n=n_pad) * Hf[: n_pad // 2 + 1], n=n_pad)[..., : self.n_detectors]
+        # pixel centres (length units), then each pixel's detector coordinate and distance weight per view
+        H, W = self.in_shape
+        ci, cj = self.center
+        xs = (torch.arange(W, dtype=y.real.dtype, device=y.device) - cj) * self.pixel_size
+        ys = (ci - torch.arange(H, dtype=y.real.dtype, device=y.device)) * self.pixel_size
+        px, py = xs[None, :].expand(H, W).reshape(-1), ys[:, None].expand(H, W).reshape(-1)
+        beta = cast_like(self.angles, y).to(y.device)
+        cos, sin = torch.cos(beta)[:, None], torch.sin(beta)[:, None]
+        along_u = px * cos + py * sin  # r . u
+        along_v = -px * sin + py * cos  # r . v
+        U = (D + along_v) / D
+        s_pix = along_u / U  # = D (r . u) / (D + r . v)
+        k = s_pix / tau + (self.n_detectors - 1) / 2 - self.detector_offset  # fractional bin index
+        k0 = torch.floor(k)
+        frac = k - k0
+        k0 = k0.long()
+        out = torch.zeros(*q.shape[:-2], H * W, dtype=q.dtype, device=q.device)
+        for shift, w in ((0, 1 - frac), (1, frac)):
+            idx = k0 + shift
+            ok = (idx >= 0) & (idx < self.n_detectors)
+            vals = torch.gather(q, -1, idx.clamp(0, self.n_detectors - 1).expand(*q.shape[:-1], -1))
+            out = out + (vals * (w * ok / U**2)).sum(-2)
+        dbeta = 2 * math.pi / self.n_angles
+        return (0.5 * dbeta * out).reshape(*q.shape[:-2], H, W)
+
+
 # -- noise and the nonlinear transmission model -------------------------------------------------------------
 class PoissonNoise(NoiseModel):
     r"""Photon-counting noise, :math:`y \sim \mathrm{Poisson}(\lambda)` with :math:`\lambda` the noiseless
