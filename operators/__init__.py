@@ -8,6 +8,7 @@ from .linear import AdjointOperator, ComposedLinearOperator, ComposedOperator, M
 from .noise import GaussianNoise, NoiseModel
 from .blur import Blur, Denoising, Inpainting, SuperResolution
 from .ct import FanBeamCT, ParallelBeamCT, PoissonNoise, TransmissionCT, TransmissionNoise
+from .mri import MRI, MaskedGaussianNoise, NonCartesianMRI
 from .nonlinear import Magnitude, PhaseRetrieval
 from .weather import CoarseGrid, StationObservations, TimeSubsampling
 
@@ -31,6 +32,9 @@ __all__ = [
     "ParallelBeamCT",
     "FanBeamCT",
     "TransmissionCT",
+    "MRI",
+    "NonCartesianMRI",
+    "MaskedGaussianNoise",
     "Magnitude",
     "PhaseRetrieval",
     "StationObservations",
