@@ -145,8 +145,16 @@ def bench_mri(timeit):
     if _has("finufft"):
         op = NonCartesianMRI(radial_trajectory(128, 2 * W), (H, W))
         y = op(x)
+        ref, rf, ra = "", None, None
+        if _has("torchkbnufft"):
+            import torchkbnufft as tkbn
+
+            omega = radial_trajectory(128, 2 * W).reshape(-1, 2).T.contiguous().float()  # (2, K): (k_y, k_x)
+            fwd_op, adj_op = tkbn.KbNufft(im_size=(H, W)), tkbn.KbNufftAdjoint(im_size=(H, W))
+            xb, yb = x[None, None], y.reshape(1, 1, -1)
+            ref, rf, ra = "torchkbnufft", timeit(lambda: fwd_op(xb, omega)), timeit(lambda: adj_op(yb, omega))
         rows.append(("NonCartesianMRI, 128 radial spokes x 640 (finufft)", f"{H}x{W}",
-                     timeit(lambda: op(x)), timeit(lambda: op.adjoint(y)), "", None, None))
+                     timeit(lambda: op(x)), timeit(lambda: op.adjoint(y)), ref, rf, ra))
     return rows
 
 
