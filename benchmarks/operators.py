@@ -158,6 +158,25 @@ def bench_mri(timeit):
     return rows
 
 
+def bench_ultrasound(timeit):
+    from invdiff.operators.ultrasound import PlaneWaveRF, ScanlineSubsampling
+
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(256, 256, generator=g)
+    op = ScanlineSubsampling((256, 256), 64)
+    y = op(x)
+    rows.append(("ScanlineSubsampling 64 of 256 lines", "256x256", timeit(lambda: op(x)),
+                 timeit(lambda: op.adjoint(y)), "", None, None))
+    x = torch.randn(128, 128, generator=g)
+    for E in (64, 128):
+        op = PlaneWaveRF((128, 128), angles=(-0.1, 0.0, 0.1), n_elements=E)
+        y = op(x)
+        rows.append((f"PlaneWaveRF 3 angles, {E} elements, {op.n_samples} samples", "128x128",
+                     timeit(lambda: op(x)), timeit(lambda: op.adjoint(y)), "", None, None))
+    return rows
+
+
 def bench_nonlinear(timeit):
     from invdiff.operators.nonlinear import PhaseRetrieval
 
@@ -201,7 +220,7 @@ def bench_weather(timeit):
     return rows
 
 
-SECTIONS = {"blur": bench_blur, "ct": bench_ct, "mri": bench_mri, "nonlinear": bench_nonlinear, "weather": bench_weather}
+SECTIONS = {"blur": bench_blur, "ct": bench_ct, "mri": bench_mri, "ultrasound": bench_ultrasound, "nonlinear": bench_nonlinear, "weather": bench_weather}
 
 
 def _fmt(v):

@@ -10,6 +10,7 @@ from .blur import Blur, Denoising, Inpainting, SuperResolution
 from .ct import FanBeamCT, ParallelBeamCT, PoissonNoise, TransmissionCT, TransmissionNoise
 from .mri import MRI, MaskedGaussianNoise, NonCartesianMRI
 from .nonlinear import Magnitude, PhaseRetrieval
+from .ultrasound import PlaneWaveRF, ScanlineSubsampling
 from .weather import CoarseGrid, StationObservations, TimeSubsampling
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "MRI",
     "NonCartesianMRI",
     "MaskedGaussianNoise",
+    "ScanlineSubsampling",
+    "PlaneWaveRF",
     "Magnitude",
     "PhaseRetrieval",
     "StationObservations",
