@@ -1,7 +1,9 @@
 """Forward and adjoint milliseconds per operator, beside the reference libraries that are importable.
 
 Median of ``--repeats`` calls after two warm-up calls, float32, batch 1, CPU, ``torch.set_num_threads`` =
-``OMP_NUM_THREADS``. References run on the same data in the library's own precision (scikit-image and scipy
+``OMP_NUM_THREADS``. Run it on an otherwise idle machine: with busy cores, OpenMP's spinning idle threads
+make small multithreaded calls (FFTs, sparse products) tens of milliseconds slower; ``OMP_WAIT_POLICY=PASSIVE``
+avoids those stalls at a cost of ~0.1 ms per call (the test suite sets it). References run on the same data in the library's own precision (scikit-image and scipy
 compute in float64). A reference column is empty when no reference exists or it is not installed (astra, sigpy
 and torchkbnufft are optional and looked for; none is a dependency). scikit-image's ``iradon`` is listed in the
 adjoint column for orientation only: it is filtered back-projection, not the adjoint of ``radon``.
@@ -20,10 +22,8 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: no spinning idle threads
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 
 def make_timeit(repeats: int):
@@ -235,7 +235,10 @@ def main(argv=None) -> int:
     threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
     torch.set_num_threads(threads)
     timeit = make_timeit(args.repeats)
-    print(f"torch {torch.__version__}, {threads} threads, float32, median of {args.repeats}; ms")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    policy = os.environ.get("OMP_WAIT_POLICY", "default")
+    print(f"torch {torch.__version__}, {threads} threads, OMP_WAIT_POLICY {policy}, load average {load:.2f} at "
+          f"start, float32, median of {args.repeats}; ms")
     print()
     print("| operator | size | forward | adjoint | reference | ref forward | ref adjoint |")
     print("|---|---|---|---|---|---|---|")
