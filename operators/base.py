@@ -237,6 +237,14 @@ class LinearOperator(Operator):
         b = self.adjoint(y)
         return conjugate_gradient(self.normal, b, event_ndim=len(self.in_shape), max_iter=max_iter, tol=tol)
 
+    def _coupling(self, z, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated ``z`` and ``y``, ``z`` expanded to their joint batch shape (so a per-batch ``rho`` fits)."""
+        name = type(self).__name__
+        z = self._prepare(z, self.in_shape, self.in_dtype, f"{name} coupling point")
+        y = self._prepare(y, self.out_shape, self.out_dtype, f"{name} measurement")
+        batch = torch.broadcast_shapes(self._batch_shape(z), y.shape[: y.ndim - len(self.out_shape)])
+        return z.expand(*batch, *self.in_shape), y
+
     def prox_likelihood(
         self, z: torch.Tensor, y: torch.Tensor, rho, *, max_iter: int = 200, tol: float = 1e-7
     ) -> torch.Tensor:
@@ -248,8 +256,7 @@ class LinearOperator(Operator):
             rho: coupling standard deviation, a number or a tensor of ``z``'s batch shape.
             max_iter, tol: conjugate-gradient settings of this call (the operator is not changed).
         """
-        z = self._prepare(z, self.in_shape, self.in_dtype, f"{type(self).__name__} coupling point")
-        y = self._prepare(y, self.out_shape, self.out_dtype, f"{type(self).__name__} measurement")
+        z, y = self._coupling(z, y)
         std = self._gaussian_std()
         n = len(self.in_shape)
         inv_rho2 = 1.0 / batch_scalar(rho, z, n) ** 2
@@ -277,14 +284,39 @@ class LinearOperator(Operator):
         :math:`\mathcal N(0, \rho^2 I)`, then take the proximal mean; the result is exactly Gaussian with the
         conditional mean and covariance (Papandreou & Yuille 2010). Arguments as in :meth:`prox_likelihood`.
         """
-        z = self._prepare(z, self.in_shape, self.in_dtype, f"{type(self).__name__} coupling point")
-        y = self._prepare(y, self.out_shape, self.out_dtype, f"{type(self).__name__} measurement")
-        batch = torch.broadcast_shapes(self._batch_shape(z), y.shape[: y.ndim - len(self.out_shape)])
-        z = z.expand(*batch, *self.in_shape)
-        y_pert = self._require_noise().sample(y.expand(*batch, *self.out_shape), generator=generator)
+        z, y = self._coupling(z, y)
+        y_pert = self._require_noise().sample(y.expand(*self._batch_shape(z), *self.out_shape), generator=generator)
         rho_t = batch_scalar(rho, z, len(self.in_shape))
         z_pert = z + rho_t * _standard_normal_like(z, generator)
         return self.prox_likelihood(z_pert, y_pert, rho, max_iter=max_iter, tol=tol)
+
+
+class _LinearFunction(torch.autograd.Function):
+    """``apply(v, transpose)`` as one autograd node whose backward is ``apply(g, not transpose)``: for a real
+    linear map the gradient is the adjoint, so autograd keeps none of the map's intermediate tensors (index
+    and weight tables, fine grids), and the backward is itself differentiable."""
+
+    @staticmethod
+    def forward(ctx, v, fn, transpose):
+        ctx.fn, ctx.transpose = fn, transpose  # not ctx.apply: that name is the node's own method
+        return fn(v, transpose)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _LinearFunction.apply(g, ctx.fn, not ctx.transpose), None, None
+
+
+def linear_autograd(apply, v: torch.Tensor, transpose: bool) -> torch.Tensor:
+    """Run ``apply(v, transpose)`` (a real linear map or its transpose) so that autograd stores nothing of it.
+
+    Args:
+        apply: ``apply(v, transpose)`` computes :math:`Av` (``transpose=False``) or :math:`A^T v`.
+        v: the input; only when it requires grad is the custom node used.
+        transpose: which of the two to compute.
+    """
+    if torch.is_grad_enabled() and v.requires_grad:
+        return _LinearFunction.apply(v, apply, transpose)
+    return apply(v, transpose)
 
 
 def _standard_normal_like(t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

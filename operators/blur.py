@@ -185,8 +185,7 @@ class _ClosedForm(LinearOperator):
         return std.ndim == 0
 
     def _prox_parts(self, z, y, rho):
-        z = self._prepare(z, self.in_shape, self.in_dtype, f"{type(self).__name__} coupling point")
-        y = self._prepare(y, self.out_shape, self.out_dtype, f"{type(self).__name__} measurement")
+        z, y = self._coupling(z, y)
         std = self._gaussian_std().to(device=z.device, dtype=real_dtype(z.dtype))
         rho_t = batch_scalar(rho, z, len(self.in_shape))
         b = self.adjoint(y / std**2) + z / rho_t**2

@@ -48,7 +48,7 @@ import torch
 
 from invdiff.linalg import real_dtype
 
-from .base import LinearOperator, Operator, cast_like
+from .base import LinearOperator, Operator, cast_like, linear_autograd
 from .noise import NoiseModel
 
 __all__ = ["ParallelBeamCT", "FanBeamCT", "TransmissionNoise", "PoissonNoise", "TransmissionCT", "ramp_filter"]
@@ -130,19 +130,6 @@ def _joseph(origin: torch.Tensor, direction: torch.Tensor, H: int, W: int, cente
     if not rays:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.float64)
     return torch.cat(rays), torch.cat(pixels), torch.cat(weights)
-
-
-class _SparseApply(torch.autograd.Function):
-    """``y = A x`` with a cached CSR matrix; its backward applies the cached transpose (and is differentiable)."""
-
-    @staticmethod
-    def forward(ctx, x, op, transpose):
-        ctx.op, ctx.transpose = op, transpose
-        return op._apply_sparse(x, transpose)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _SparseApply.apply(g, ctx.op, not ctx.transpose), None, None
 
 
 class _RayTransform(LinearOperator):
@@ -228,20 +215,20 @@ class _RayTransform(LinearOperator):
         return out
 
     # -- the operator -------------------------------------------------------------------------------------
-    def _apply(self, v, transpose: bool, shape_in, shape_out):
+    def _ray_apply(self, v, transpose: bool, shape_in, shape_out):
         batch = v.shape[: v.ndim - len(shape_in)]
         flat = v.reshape(-1, math.prod(shape_in))
         if self.storage == "sparse":
-            out = _SparseApply.apply(flat, self, transpose) if flat.requires_grad else self._apply_sparse(flat, transpose)
+            out = linear_autograd(self._apply_sparse, flat, transpose)
         else:
             out = self._apply_free(flat, transpose)
         return out.reshape(*batch, *shape_out)
 
     def forward(self, x):
-        return self._apply(x, False, self.in_shape, self.out_shape)
+        return self._ray_apply(x, False, self.in_shape, self.out_shape)
 
     def adjoint(self, y):
-        return self._apply(y, True, self.out_shape, self.in_shape)
+        return self._ray_apply(y, True, self.out_shape, self.in_shape)
 
     def pinv(self, y, *, max_iter: int = 1000, tol: float = 1e-10):
         r"""Least-squares :math:`A^+ y` by conjugate gradients on the normal equations.

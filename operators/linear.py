@@ -189,8 +189,7 @@ class MatrixOperator(LinearOperator):
 
     def _posterior_parts(self, z, y, rho):
         r"""Whitened SVD, right-hand side :math:`b = A^H y/\sigma^2 + z/\rho^2` (flat) and :math:`\rho` (flat)."""
-        z = self._prepare(z, self.in_shape, self.in_dtype, "MatrixOperator coupling point")
-        y = self._prepare(y, self.out_shape, self.out_dtype, "MatrixOperator measurement")
+        z, y = self._coupling(z, y)
         U, S, Vh = self._whitened_svd(z)
         n = len(self.in_shape)
         rho_t = batch_scalar(rho, z, n)

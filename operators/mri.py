@@ -412,8 +412,7 @@ class MRI(LinearOperator):
     # -- closed-form Gaussian steps (single coil) ------------------------------------------------------------
     def _kspace_posterior(self, z, y, rho):
         r"""Single coil: k-space precision :math:`w + 1/\rho^2` and the proximal mean in k-space."""
-        z = self._prepare(z, self.in_shape, self.in_dtype, "MRI coupling point")
-        y = self._prepare(y, self.out_shape, self.out_dtype, "MRI measurement")
+        z, y = self._coupling(z, y)
         std = self._gaussian_std().to(device=z.device, dtype=real_dtype(z.dtype))
         inv_rho2 = 1.0 / batch_scalar(rho, z, 2) ** 2
         w = self._mask_like(z) / std**2

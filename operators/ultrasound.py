@@ -81,13 +81,14 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 
 from invdiff.linalg import batch_scalar, real_dtype
 
-from .base import LinearOperator, _standard_normal_like, cast_like
+from .base import LinearOperator, _standard_normal_like, cast_like, linear_autograd
 from .noise import NoiseModel
 
 __all__ = [
@@ -161,8 +162,8 @@ class ScanlineSubsampling(LinearOperator):
     def _line_indices(lines, W: int, selection: str, seed: int) -> torch.Tensor:
         if isinstance(lines, bool):
             raise TypeError("ScanlineSubsampling: lines must be a count, a bool mask of shape (W,) or indices")
-        if isinstance(lines, int):
-            k = lines
+        if isinstance(lines, numbers.Integral) and not isinstance(lines, bool):
+            k = int(lines)
             if not 1 <= k <= W:
                 raise ValueError(f"ScanlineSubsampling: the line count must be in [1, {W}] (W), got {k}")
             if selection == "even":
@@ -214,8 +215,7 @@ class ScanlineSubsampling(LinearOperator):
 
     def _posterior(self, z, y, rho):
         r"""Mean and per-pixel standard deviation of :math:`p(x \mid y, z)` (module docstring)."""
-        z = self._prepare(z, self.in_shape, self.in_dtype, "ScanlineSubsampling coupling point")
-        y = self._prepare(y, self.out_shape, self.out_dtype, "ScanlineSubsampling measurement")
+        z, y = self._coupling(z, y)
         std = self._gaussian_std().to(device=z.device, dtype=real_dtype(z.dtype))
         inv_var = 1.0 / std**2
         inv_var = inv_var.expand(torch.broadcast_shapes(inv_var.shape, self.out_shape))
@@ -337,9 +337,9 @@ class PlaneWaveRF(LinearOperator):
         ang = torch.as_tensor(angles, dtype=torch.float64).reshape(-1)
         if ang.numel() == 0 or not torch.isfinite(ang).all() or (ang.abs() >= math.pi / 2).any():
             raise ValueError(f"PlaneWaveRF: angles must be finite radians in (-pi/2, pi/2), got {angles!r}")
-        if isinstance(n_elements, bool) or not isinstance(n_elements, int) or n_elements < 1:
+        if isinstance(n_elements, bool) or not isinstance(n_elements, numbers.Integral) or n_elements < 1:
             raise ValueError(f"PlaneWaveRF: n_elements must be a positive int, got {n_elements!r}")
-        if isinstance(upsample, bool) or not isinstance(upsample, int) or upsample < 1:
+        if isinstance(upsample, bool) or not isinstance(upsample, numbers.Integral) or upsample < 1:
             raise ValueError(f"PlaneWaveRF: upsample must be a positive int, got {upsample!r}")
         pitch, f0, c = _positive("pitch", pitch), _positive("f0", f0), _positive("c", c)
         pulse_cutoff_db = _positive("pulse_cutoff_db", pulse_cutoff_db)
@@ -358,12 +358,12 @@ class PlaneWaveRF(LinearOperator):
             raise ValueError(f"PlaneWaveRF: depth_start must be a finite depth >= 0 (m), got {depth_start!r}")
         if pixel_size is None:
             pixel_size = c / (2 * f0)
-        ps = (pixel_size, pixel_size) if isinstance(pixel_size, (int, float)) else tuple(pixel_size)
+        ps = (pixel_size, pixel_size) if isinstance(pixel_size, numbers.Real) or (torch.is_tensor(pixel_size) and pixel_size.ndim == 0) else tuple(pixel_size)
         if len(ps) != 2:
             raise ValueError(f"PlaneWaveRF: pixel_size must be a number or (dz, dx), got {pixel_size!r}")
         dz, dx = _positive("pixel_size", ps[0]), _positive("pixel_size", ps[1])
 
-        E, U = n_elements, upsample
+        E, U = int(n_elements), int(upsample)
 
         depths = depth_start + dz * torch.arange(H, dtype=torch.float64)
         laterals = dx * (torch.arange(W, dtype=torch.float64) - (W - 1) / 2)
@@ -381,9 +381,9 @@ class PlaneWaveRF(LinearOperator):
         if n_samples is None:
             t_max = float(tau_tx.max() + tau_rx.max())
             n_samples = int(math.ceil((t_max + t_cut) * fs)) + 1
-        elif isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        elif isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"PlaneWaveRF: n_samples must be a positive int, got {n_samples!r}")
-        T = n_samples
+        T = int(n_samples)
         super().__init__(shape, (ang.numel(), E, T), noise=noise)
         self.f0, self.fs, self.c, self.bandwidth, self.pitch = f0, fs, c, bandwidth, pitch
         self.pixel_size, self.depth_start, self.upsample = (dz, dx), depth_start, U
@@ -428,7 +428,9 @@ class PlaneWaveRF(LinearOperator):
         """
         TU = self.n_samples * self.upsample
         dev = like.device
-        u = cast_like(self._tx_fine[a], like).to(dev)[None, :] + cast_like(self._rx_fine, like).to(dev)
+        # delays reach ~1e4 fine samples: split them into integer and fraction in float64 (float32 would round
+        # the fraction at ~1e-3), and cast only the weights to the working precision
+        u = self._tx_fine[a].to(dev)[None, :] + self._rx_fine.to(dev)
         k0 = torch.floor(u)
         if self._inside[a]:  # every delay lies safely inside the window (decided once, in float64)
             valid = None
@@ -436,7 +438,7 @@ class PlaneWaveRF(LinearOperator):
             valid = (u >= 0) & (u <= TU - 1)
             k0 = k0.clamp(0, TU - 2)
         w1 = u - k0
-        gain = None if self._gain is None else cast_like(self._gain, like).to(dev)
+        gain = None if self._gain is None else self._gain.to(dev)
         if valid is not None:
             gain = valid.to(u.dtype) if gain is None else gain * valid
         if gain is None:
@@ -444,7 +446,8 @@ class PlaneWaveRF(LinearOperator):
         else:
             w1 = gain * w1
             w0 = gain - w1
-        return k0.long() + self._row_offset.to(dev), w0, w1
+        wdtype = real_dtype(like.dtype)
+        return k0.long() + self._row_offset.to(dev), w0.to(wdtype), w1.to(wdtype)
 
     def _diagonal_of_normal(self, pulse_fine: torch.Tensor) -> torch.Tensor:
         r"""Exact :math:`\operatorname{diag}(A^T A)`, shape ``(H*W,)``, up to pulses clipped by the time window.
@@ -473,6 +476,15 @@ class PlaneWaveRF(LinearOperator):
 
     # -- forward / adjoint ---------------------------------------------------------------------------------
     def forward(self, x):
+        return linear_autograd(self._rf_apply, x, False)
+
+    def adjoint(self, y):
+        return linear_autograd(self._rf_apply, y, True)
+
+    def _rf_apply(self, v, transpose: bool):
+        return self._adjoint_impl(v) if transpose else self._forward_impl(v)
+
+    def _forward_impl(self, x):
         H, W = self.in_shape
         A, E, T = self.out_shape
         U = self.upsample
@@ -488,7 +500,7 @@ class PlaneWaveRF(LinearOperator):
             out.append(F.conv1d(fine.reshape(B * E, 1, T * U), kernel, stride=U, padding=self._M).reshape(B, E, T))
         return torch.stack(out, dim=1).reshape(*x.shape[:-2], A, E, T)
 
-    def adjoint(self, y):
+    def _adjoint_impl(self, y):
         H, W = self.in_shape
         A, E, T = self.out_shape
         U = self.upsample
@@ -632,6 +644,7 @@ def log_compress(
     tiny = torch.finfo(x.dtype).tiny
     db = 20 * torch.log10(x.clamp_min(tiny) / ref.clamp_min(tiny))
     db = db.clamp(-float(dynamic_range_db), 0.0)
+    db = torch.where(ref > 0, db, torch.full_like(db, -float(dynamic_range_db)))  # a blank image stays black
     return db if output == "db" else (db + float(dynamic_range_db)) / float(dynamic_range_db)
 
 
@@ -652,7 +665,7 @@ def speckle(x: torch.Tensor, generator: torch.Generator | None = None, *, looks:
         Tensor of ``x``'s shape and dtype with mean ``x``.
     """
     x = _real_input(x, "speckle")
-    if isinstance(looks, bool) or not isinstance(looks, int) or looks < 1:
+    if isinstance(looks, bool) or not isinstance(looks, numbers.Integral) or looks < 1:
         raise ValueError(f"speckle: looks must be a positive int, got {looks!r}")
     n = torch.randn((2 * looks,) + tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
     intensity = (n**2).mean(dim=0)  # Gamma(L, 1/L): mean 1

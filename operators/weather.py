@@ -166,9 +166,7 @@ class _DiagonalGramOperator(LinearOperator):
             y: measurement, shape ``(*batch, *out_shape)`` or ``out_shape`` (broadcast).
             rho: coupling standard deviation, a number or a tensor of ``z``'s batch shape.
         """
-        name = type(self).__name__
-        z = self._prepare(z, self.in_shape, self.in_dtype, f"{name} coupling point")
-        y = self._prepare(y, self.out_shape, self.out_dtype, f"{name} measurement")
+        z, y = self._coupling(z, y)
         std = self._gaussian_std().to(device=z.device, dtype=real_dtype(z.dtype))
         n_in, n_out = len(self.in_shape), len(self.out_shape)
         rho_in = batch_scalar(rho, z, n_in)

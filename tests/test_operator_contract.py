@@ -101,3 +101,21 @@ def test_checker_catches_wrong_prox():
     A = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with pytest.raises(OperatorCheckError, match="'prox'"):
         check_operator(BadProx(A, noise=GaussianNoise(0.1)))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in OPERATORS if OPERATORS[n]().is_linear))
+def test_likelihood_steps_broadcast_one_z_over_batched_y_and_rho(name):
+    """One coupling point, three measurements, three rhos: the same as three single calls (closed forms and
+    generic CG alike), and sample_conditional accepts the same arguments."""
+    op = OPERATORS[name]()
+    if not isinstance(op.noise, GaussianNoise):
+        pytest.skip("the Gaussian likelihood steps need GaussianNoise")
+    g = torch.Generator().manual_seed(0)
+    cplx = lambda shape, c: torch.randn(shape, generator=g, dtype=torch.float64).to(torch.complex128 if c else torch.float64)  # noqa: E731
+    z = cplx(op.in_shape, op.in_dtype.is_complex)
+    y = cplx((3,) + op.out_shape, op.out_dtype.is_complex)
+    rho = torch.tensor([0.1, 0.5, 1.0], dtype=torch.float64)
+    batched = op.prox_likelihood(z, y, rho)
+    single = torch.stack([op.prox_likelihood(z, y[i], float(rho[i])) for i in range(3)])
+    assert torch.allclose(batched, single, rtol=1e-4, atol=1e-5 * float(single.abs().max()))  # CG tol 1e-7
+    assert op.sample_conditional(z, y, rho, generator=g).shape == single.shape
