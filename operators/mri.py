@@ -86,7 +86,7 @@ import torch
 
 from invdiff.linalg import batch_scalar, complex_dtype, conjugate_gradient, real_dtype
 
-from .base import LinearOperator, _standard_normal_like, cast_like
+from .base import LinearOperator, _standard_normal_like, cast_like, linear_autograd
 from .noise import GaussianNoise, NoiseModel
 
 __all__ = [
@@ -898,28 +898,6 @@ def _nufft(op: "NonCartesianMRI", f: torch.Tensor, forward: bool) -> torch.Tenso
     return out.reshape(*lead, M) if forward else out.reshape(*lead, H, W)
 
 
-class _NUFFTForward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, f, op):
-        ctx.op = op
-        return _nufft(op, f, True)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _NUFFTAdjoint.apply(g, ctx.op), None
-
-
-class _NUFFTAdjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, c, op):
-        ctx.op = op
-        return _nufft(op, c, False)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _NUFFTForward.apply(g, ctx.op), None
-
-
 class NonCartesianMRI(LinearOperator):
     r"""Non-Cartesian MRI (radial, spiral, any k-space points) by NUFFT, single-coil or SENSE.
 
@@ -1004,15 +982,19 @@ class NonCartesianMRI(LinearOperator):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.coil_maps is not None:
             x = cast_like(self.coil_maps, x).to(x.device) * x.unsqueeze(-3)
-        return _NUFFTForward.apply(x, self)
+        return linear_autograd(self._nufft_apply, x, False)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         if not y.is_complex():
             y = y.to(complex_dtype(y.dtype))
-        img = _NUFFTAdjoint.apply(y, self)
+        img = linear_autograd(self._nufft_apply, y, True)
         if self.coil_maps is not None:
             img = torch.sum(cast_like(self.coil_maps, img).to(img.device).conj() * img, dim=-3)
         return img
+
+    def _nufft_apply(self, v: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        """Type 2 NUFFT (image -> points), or type 1 for the adjoint; one autograd node either way."""
+        return _nufft(self, v, not adjoint)
 
 
 def radial_trajectory(
