@@ -332,7 +332,7 @@ RECIPES: dict[str, dict] = {
 }
 
 #: the recipe every bundled prior was trained with (a recipe may override fields)
-BUNDLED_CONFIG = {"steps": 3000, "batch_size": 16, "lr": 2e-4, "warmup": 200, "ema_halflife": 250.0, "seed": 0,
+BUNDLED_CONFIG = {"steps": 2000, "batch_size": 16, "lr": 2e-4, "warmup": 200, "ema_halflife": 250.0, "seed": 0,
                   "checkpoint_every": 250}
 
 
