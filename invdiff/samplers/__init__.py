@@ -29,8 +29,9 @@ from .dps import DPS
 from .red_diff import REDDiff
 from .smc import SMC
 from .split_gibbs import SplitGibbs
+from .unconditional import unconditional
 
-__all__ = ["sample", "METHODS", "Sampler", "DPS", "REDDiff", "SMC", "SplitGibbs", "DAPS", "DDRM"]
+__all__ = ["sample", "unconditional", "METHODS", "Sampler", "DPS", "REDDiff", "SMC", "SplitGibbs", "DAPS", "DDRM"]
 
 #: method name -> sampler class
 METHODS: dict[str, type[Sampler]] = {
