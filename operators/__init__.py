@@ -4,7 +4,9 @@ Installed as ``invdiff.operators``. See :mod:`invdiff.operators.base` for the in
 """
 
 from .base import LinearOperator, Operator
-from .linear import AdjointOperator, ComposedLinearOperator, ComposedOperator, MatrixOperator, compose
+from .linear import (
+    AdjointOperator, ComposedLinearOperator, ComposedOperator, MatrixOperator, RealToComplex, Reshape, compose,
+)
 from .noise import GaussianNoise, NoiseModel
 from .blur import Blur, Denoising, Inpainting, SuperResolution
 from .ct import FanBeamCT, ParallelBeamCT, PoissonNoise, TransmissionCT, TransmissionNoise
@@ -21,6 +23,8 @@ __all__ = [
     "ComposedOperator",
     "ComposedLinearOperator",
     "compose",
+    "Reshape",
+    "RealToComplex",
     "NoiseModel",
     "GaussianNoise",
     "PoissonNoise",

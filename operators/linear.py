@@ -20,7 +20,8 @@ from invdiff.linalg import batch_scalar, complex_dtype, real_dtype
 from .base import LinearOperator, Operator, _standard_normal_like, cast_like
 from .noise import NoiseModel
 
-__all__ = ["MatrixOperator", "AdjointOperator", "ComposedOperator", "ComposedLinearOperator", "compose"]
+__all__ = ["MatrixOperator", "AdjointOperator", "ComposedOperator", "ComposedLinearOperator", "compose", "Reshape",
+           "RealToComplex"]
 
 
 class AdjointOperator(LinearOperator):
@@ -217,3 +218,47 @@ class MatrixOperator(LinearOperator):
         mean = self._apply_P_power(b, S, Vh, rho_f, -1.0)
         x = mean + self._apply_P_power(_standard_normal_like(mean, generator), S, Vh, rho_f, -0.5)
         return x.reshape(*x.shape[:-1], *self.in_shape)
+
+
+class Reshape(LinearOperator):
+    """Reshape ``(*batch, *in_shape)`` to ``(*batch, *out_shape)`` (same number of entries); adjoint reshapes back.
+
+    Glue for composing operators with priors of another layout, e.g. a ``(1, H, W)`` image prior with a
+    ``(H, W)`` MRI operator.
+
+    Args:
+        in_shape, out_shape: shapes with equal products.
+        complex: whether the data are complex.
+    """
+
+    def __init__(self, in_shape, out_shape, *, complex: bool = False, noise: NoiseModel | None = None):
+        in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
+        out_shape = (out_shape,) if isinstance(out_shape, int) else tuple(out_shape)
+        if math.prod(in_shape) != math.prod(out_shape):
+            raise ValueError(f"Reshape: {in_shape} and {out_shape} have different numbers of entries")
+        dtype = torch.complex64 if complex else torch.float32
+        super().__init__(in_shape, out_shape, noise=noise, in_dtype=dtype, out_dtype=dtype)
+
+    def forward(self, x):
+        return x.reshape(*self._batch_shape(x), *self.out_shape)
+
+    def adjoint(self, y):
+        return y.reshape(*y.shape[: y.ndim - len(self.out_shape)], *self.in_shape)
+
+
+class RealToComplex(LinearOperator):
+    r"""Embed real data as complex (:math:`x \mapsto x + 0i`); the adjoint for the real inner product is the
+    real part. Glue between real image priors and complex-valued physics (MRI k-space).
+
+    Args:
+        shape: the data shape (in and out).
+    """
+
+    def __init__(self, shape, *, noise: NoiseModel | None = None):
+        super().__init__(shape, shape, noise=noise, in_dtype=torch.float32, out_dtype=torch.complex64)
+
+    def forward(self, x):
+        return x.to(complex_dtype(x.dtype))
+
+    def adjoint(self, y):
+        return y.real.clone() if y.is_complex() else y.clone()

@@ -51,6 +51,15 @@ def composed_adjoint():
     return matrix_wide().H @ matrix_wide()
 
 
+def mri_of_real_image():
+    """A real (1, H, W) image prior's view of single-coil MRI: Reshape, RealToComplex, then k-space."""
+    from invdiff.operators import MRI, RealToComplex, Reshape
+
+    mask = torch.zeros(6, 8, dtype=torch.bool)
+    mask[:, ::2] = True
+    return MRI(mask, noise=GaussianNoise(0.1)) @ RealToComplex((6, 8)) @ Reshape((1, 6, 8), (6, 8))
+
+
 OPERATORS = {
     "matrix_wide": matrix_wide,
     "matrix_tall_image": matrix_tall_image,
@@ -59,6 +68,7 @@ OPERATORS = {
     "matrix_rank_deficient": matrix_rank_deficient,
     "composed_linear": composed_linear,
     "composed_adjoint": composed_adjoint,
+    "mri_of_real_image": mri_of_real_image,
 }
 
 
