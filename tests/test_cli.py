@@ -59,3 +59,23 @@ def test_help_lists_commands(tmp_path):
     assert res.returncode == 0 and "demo" in res.stdout
     res = _run(["demo", "--help"], tmp_path)
     assert "examples:" in res.stdout
+
+
+def test_train_refuses_to_overwrite_and_names_the_problem(tmp_path):
+    (tmp_path / "run.safetensors").write_bytes(b"mine")
+    res = _run(["train", "natural-gray-64", "--out", str(tmp_path / "run"), "--steps", "1"], tmp_path)
+    assert res.returncode == 2 and "--resume" in res.stderr and "--overwrite" in res.stderr
+    assert (tmp_path / "run.safetensors").read_bytes() == b"mine"
+    res = _run(["train", "no-such-recipe", "--out", str(tmp_path / "x")], tmp_path)
+    assert res.returncode == 2 and "natural-gray-64" in res.stderr
+    res = _run(["train", "natural-gray-64", "--out", str(tmp_path / "new"), "--resume"], tmp_path)
+    assert res.returncode == 2 and "no training state" in res.stderr
+
+
+def test_priors_lists_the_bundled_priors(tmp_path):
+    from invdiff.priors import available
+
+    res = _run(["priors"], tmp_path)
+    assert res.returncode == 0
+    for name in available():
+        assert name in res.stdout
