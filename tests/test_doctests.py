@@ -8,7 +8,8 @@ import pytest
 MODULES = [
     "invdiff.posterior", "invdiff.schedules", "invdiff.metrics", "invdiff.testing", "invdiff.priors.gaussian",
     "invdiff.operators.noise", "invdiff.operators.linear",
-    "invdiff.operators.blur", "invdiff.operators.ct", "invdiff.operators.mri", "invdiff.operators.nonlinear", "invdiff.operators.ultrasound", "invdiff.operators.weather", "invdiff.datasets.natural", "invdiff.datasets.ct", "invdiff.datasets.ultrasound", "invdiff.datasets.mri", "invdiff.samplers",
+    "invdiff.operators.blur", "invdiff.operators.ct", "invdiff.operators.mri", "invdiff.operators.nonlinear", "invdiff.operators.ultrasound", "invdiff.operators.weather", "invdiff.datasets.natural", "invdiff.datasets.ct", "invdiff.datasets.ultrasound", "invdiff.datasets.mri",
+    "invdiff.datasets.kolmogorov", "invdiff.samplers",
 ]
 
 
