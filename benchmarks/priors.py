@@ -6,8 +6,9 @@ For each bundled prior (``invdiff.priors.available()``):
    10 times the data scale ``sigma_data``: the learned prior's MSE against the exact denoiser of a Gaussian
    prior fitted (maximum likelihood, ridge 1e-4) to the same training images.
 2. A PNG grid: 16 unconditional samples (Heun ODE, 32 steps) beside 16 real test images.
-3. A reconstruction on 16 held-out images with DPS (8 posterior samples each): PSNR of the posterior mean vs
-   the classical baseline, SSIM, and the coverage of the truth by central 90% intervals (per pixel).
+3. A reconstruction on 16 held-out images with DPS (4 posterior samples each, 100 steps): PSNR of the
+   posterior mean vs the classical baseline, SSIM, and the per-pixel coverage of the truth by the 90% interval
+   mean +- 1.645 std (a Gaussian approximation; 4 samples give a noisy std).
 
     OMP_NUM_THREADS=2 python benchmarks/priors.py                       # every bundled prior
     OMP_NUM_THREADS=2 python benchmarks/priors.py ct-phantom-64         # one
@@ -128,7 +129,7 @@ def problem(name: str, prior, train_stats):
     raise ValueError(name)
 
 
-def reconstruct(name, prior, test, *, n_images=16, n_samples=8, steps=100, zeta=None, seed=0):
+def reconstruct(name, prior, test, *, n_images=16, n_samples=4, steps=100, zeta=None, seed=0):
     train = recipe_data(name, "train", n=2000)
     stats = {"mean": float(train.mean())}
     stats["power"] = (torch.fft.rfft2(train[:, 0].double() - stats["mean"]).abs() ** 2).mean(0)
@@ -146,8 +147,10 @@ def reconstruct(name, prior, test, *, n_images=16, n_samples=8, steps=100, zeta=
         post = invdiff.sample(prior, op, y, "dps", n=n_samples, steps=steps, seed=seed + i,
                               **({} if zeta is None else {"zeta": zeta}))
         mean = post.mean.to(torch.float32)
-        q = torch.quantile(post.samples.to(torch.float32), torch.tensor([0.05, 0.95]), dim=0)
-        cover = float(((x >= q[0]) & (x <= q[1])).float().mean())
+        # 90% interval mean +- 1.645 std (Gaussian approximation: with a handful of samples, empirical 5% and
+        # 95% quantiles would be the extreme samples)
+        sd = post.std.to(torch.float32)
+        cover = float(((x - mean).abs() <= 1.645 * sd).float().mean())
         out["images"].append({"psnr_baseline": metrics.psnr(base, x, data_range=data_range),
                               "psnr_posterior_mean": metrics.psnr(mean, x, data_range=data_range),
                               "ssim_baseline": metrics.ssim(base[0], x[0], data_range=data_range),

@@ -55,6 +55,9 @@ class TrainConfig:
         ema_halflife: EMA half-life in steps (decay ``0.5 ** (1 / ema_halflife)``).
         grad_clip: clip the global gradient norm to this value (``0``: no clipping).
         p_mean, p_std: the log-normal noise-level distribution of EDM.
+        uniform_fraction: the fraction of each batch whose noise levels are instead log-uniform over the prior's
+            whole range ``[sigma_min, sigma_max]``, so that the ends the samplers visit (EDM's log-normal almost
+            never draws ``sigma < 0.01 sigma_data``) are trained too.
         seed: seeds everything.
         checkpoint_every: write checkpoints every this many steps (and at the end), when ``out`` is given.
     """
@@ -68,6 +71,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     p_mean: float = -1.2
     p_std: float = 1.2
+    uniform_fraction: float = 0.0
     seed: int = 0
     checkpoint_every: int = 500
 
@@ -76,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
         if not (self.lr > 0 and self.ema_halflife > 0 and self.p_std > 0):
             raise ValueError("TrainConfig: lr, ema_halflife and p_std must be > 0")
+        if not 0.0 <= self.uniform_fraction <= 1.0:
+            raise ValueError(f"TrainConfig: uniform_fraction must lie in [0, 1], got {self.uniform_fraction}")
         if self.checkpoint_every < 1 or self.warmup < 0 or self.grad_clip < 0:
             raise ValueError("TrainConfig: checkpoint_every >= 1, warmup >= 0 and grad_clip >= 0 are required")
 
@@ -247,6 +253,11 @@ def train(
         x = data[idx]
         sigma = torch.exp(config.p_mean + config.p_std * torch.randn(config.batch_size, generator=gen,
                                                                       device=data.device, dtype=x.dtype))
+        if config.uniform_fraction > 0:
+            lo, hi = math.log(prior.sigma_min), math.log(prior.sigma_max)
+            u = torch.rand(config.batch_size, generator=gen, device=data.device, dtype=x.dtype)
+            pick = torch.rand(config.batch_size, generator=gen, device=data.device) < config.uniform_fraction
+            sigma = torch.where(pick, torch.exp(lo + (hi - lo) * u), sigma)
         noise = torch.randn(x.shape, generator=gen, device=data.device, dtype=x.dtype)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen, device=data.device)))  # dropout
         for group in opt.param_groups:
@@ -335,7 +346,7 @@ RECIPES: dict[str, dict] = {
 
 #: the recipe every bundled prior was trained with (a recipe may override fields)
 BUNDLED_CONFIG = {"steps": 2000, "batch_size": 16, "lr": 2e-4, "warmup": 200, "ema_halflife": 250.0, "seed": 0,
-                  "checkpoint_every": 250}
+                  "checkpoint_every": 250, "uniform_fraction": 0.25}
 
 
 def recipe_data(name: str, split: str = "train", n: int | None = None, seed: int | None = None) -> torch.Tensor:
