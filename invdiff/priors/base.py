@@ -31,14 +31,10 @@ def expand_sigma(sigma, x: torch.Tensor, event_ndim: int) -> torch.Tensor:
     Raises:
         ValueError: for negative or non-finite noise levels, or a shape that does not fit the batch.
     """
-    dtype = x.real.dtype if x.is_complex() else (x.dtype if x.is_floating_point() else torch.float32)
-    if isinstance(sigma, (int, float)):  # straight to x's precision: 0.3 must not pass through float32
-        s = torch.tensor(float(sigma), dtype=dtype, device=x.device)
-    else:
-        s = torch.as_tensor(sigma, device=x.device)
+    s = torch.as_tensor(sigma, device=x.device)
     if s.is_complex():
         raise ValueError("sigma must be real")
-    s = s.to(dtype)
+    s = s.to(x.real.dtype if x.is_complex() else (x.dtype if x.is_floating_point() else torch.float32))
     if not torch.isfinite(s).all() or (s < 0).any():
         raise ValueError(f"sigma must be finite and non-negative, got {sigma!r}")
     if s.ndim == 0:
