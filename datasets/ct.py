@@ -39,26 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ._seeding import CHUNK as _CHUNK
+from ._seeding import SPLITS as _SPLITS
+from ._seeding import block_generator as _block_generator
+from ._seeding import check_int as _check_int
+
 __all__ = ["EllipsePhantoms", "shepp_logan"]
-
-_CHUNK = 64  # images per independently seeded block: image k does not depend on n
-_SPLITS = ("train", "test")
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _block_generator(tag: int, seed: int, split: str, block: int) -> torch.Generator:
-    """A generator for one block of images, seeded from (dataset tag, seed, split, block) by SeedSequence.
-
-    Distinct (seed, split) pairs give statistically independent streams, so train and test never share draws.
-    """
-    state = np.random.SeedSequence([tag, seed, _SPLITS.index(split), block]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-
 
 def _ellipse_coefficients(cx, cy, a, b, phi):
     r"""Coefficients ``(A, B, C, D, E, F)`` of :math:`q(x, y) = A x^2 + B xy + C y^2 + D x + E y + F`.

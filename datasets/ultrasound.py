@@ -37,29 +37,22 @@ References:
 from __future__ import annotations
 
 import math
-import numbers
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from invdiff.operators.ultrasound import haze, log_compress
 
+from ._seeding import CHUNK as _CHUNK
+from ._seeding import SPLITS as _SPLITS
+from ._seeding import block_generator as _block_generator
+from ._seeding import check_int as _check_int
+
 __all__ = ["BModeImages", "HazeFields", "random_echogenicity", "speckle_envelope", "bmode_display", "LABELS"]
 
 #: Meaning of the values of :attr:`BModeImages.labels`.
 LABELS = {0: "tissue layer", 1: "anechoic cyst", 2: "hyperechoic inclusion", 3: "hypoechoic inclusion"}
-
-_CHUNK = 64  # images per independently seeded block: image k does not depend on n
-_SPLITS = ("train", "test")
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
 
 def _check_positive(name: str, value) -> float:
     try:
@@ -69,12 +62,6 @@ def _check_positive(name: str, value) -> float:
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
     return v
-
-
-def _block_generator(tag: int, seed: int, split: str, block: int) -> torch.Generator:
-    """A generator for one block of images, seeded from (dataset tag, seed, split, block) by SeedSequence."""
-    state = np.random.SeedSequence([tag, seed, _SPLITS.index(split), block]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
 def random_echogenicity(n: int, size: int = 64, *, generator: torch.Generator | None = None):
