@@ -39,12 +39,6 @@ BUNDLED = Path(invdiff.__file__).parent / "priors" / "bundled"
 SIGMA_FACTORS = np.logspace(-2, 1, 7)  # x sigma_data
 
 
-def gaussian_for(name: str):
-    from invdiff.demo import fit_gaussian_prior
-
-    return fit_gaussian_prior(recipe_data(name, "train"), ridge=1e-4)
-
-
 def denoising_table(prior, gauss, test, seed=0):
     g = torch.Generator().manual_seed(seed)
     rows = []
@@ -131,17 +125,15 @@ def problem(name: str, prior, train_stats):
 ZETAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
-def _problem_for(name, prior):
-    train = recipe_data(name, "train", n=2000)
-    stats = {"mean": float(train.mean())}
-    stats["power"] = (torch.fft.rfft2(train[:, 0].double() - stats["mean"]).abs() ** 2).mean(0)
-    return problem(name, prior, stats)
+def train_stats(train):
+    """Mean and mean power spectrum of the centred training images (for the Wiener baseline)."""
+    mean = float(train.mean())
+    return {"mean": mean, "power": (torch.fft.rfft2(train[:, 0].double() - mean).abs() ** 2).mean(0)}
 
 
-def tune_zeta(name, prior, *, steps=100, n_val=3):
+def tune_zeta(name, prior, op, *, steps=100, n_val=3):
     """DPS's step size, chosen on 3 validation images (the test split with seed 7, not the evaluation images):
     the zeta in ZETAS whose 2-sample posterior mean has the best PSNR. Returns (zeta, {zeta: psnr})."""
-    op, _, _ = _problem_for(name, prior)
     val = recipe_data(name, "test", n=n_val, seed=7)
     g = torch.Generator().manual_seed(3)
     rng = float(val.max() - val.min())
@@ -154,8 +146,7 @@ def tune_zeta(name, prior, *, steps=100, n_val=3):
     return max(scores, key=scores.get), scores
 
 
-def reconstruct(name, prior, test, *, n_images=16, n_samples=4, steps=100, zeta=None, seed=0):
-    op, baseline, desc = _problem_for(name, prior)
+def reconstruct(prior, op, baseline, desc, test, *, n_images=16, n_samples=4, steps=100, zeta=None, seed=0):
     g = torch.Generator().manual_seed(seed)
     lo, hi = float(test.min()), float(test.max())
     data_range = hi - lo
@@ -246,8 +237,12 @@ def main(argv=None) -> int:
     for name in names:
         t0 = time.perf_counter()
         prior = load(args.prior or name).float()
+        from invdiff.demo import fit_gaussian_prior
+
         test = recipe_data(name, "test", n=256)
-        gauss = gaussian_for(name)
+        train = recipe_data(name, "train")  # generated once: the Gaussian, the baseline's statistics
+        gauss = fit_gaussian_prior(train, ridge=1e-4)
+        op, baseline, desc = problem(name, prior, train_stats(train[:2000]))
         den = denoising_table(prior, gauss, test)
         wins = all(r["mse_learned"] < r["mse_gaussian"] for r in den)
         print(f"\n### {name}\n\nDenoising MSE on 256 held-out images (learned vs Gaussian fitted to the same "
@@ -257,11 +252,11 @@ def main(argv=None) -> int:
             print(f"| {r['sigma_over_sigma_data']:.3g} | {r['sigma']:.4g} | {r['mse_learned']:.3e} | "
                   f"{r['mse_gaussian']:.3e} | {r['mse_learned'] / r['mse_gaussian']:.3f} |")
         kw = dict(n_images=4, n_samples=2, steps=20) if args.quick else {}
-        zeta, scores = (args.zeta, {}) if args.zeta is not None or args.quick else tune_zeta(name, prior)
+        zeta, scores = (args.zeta, {}) if args.zeta is not None or args.quick else tune_zeta(name, prior, op)
         if scores:
             print("\nDPS zeta on 3 validation images (PSNR of a 2-sample mean): "
                   + ", ".join(f"{z:g}: {v:.2f}" for z, v in scores.items()))
-        rec, figs, rng = reconstruct(name, prior, test, zeta=zeta, **kw)
+        rec, figs, rng = reconstruct(prior, op, baseline, desc, test, zeta=zeta, **kw)
         rec["zeta_validation"] = {str(z): v for z, v in scores.items()}
         print(f"\nReconstruction ({rec['problem']}; {rec['method']}; {len(rec['images'])} held-out images, "
               f"{rec['seconds']} s)\n")

@@ -248,38 +248,42 @@ def train(
         ema.save(out)
         _save_state(Path(out), step, prior, ema, opt, gen, history, config, full_card)
 
-    for step in range(start, config.steps):
-        idx = torch.randint(N, (config.batch_size,), generator=gen, device=data.device)
-        x = data[idx]
-        sigma = torch.exp(config.p_mean + config.p_std * torch.randn(config.batch_size, generator=gen,
-                                                                      device=data.device, dtype=x.dtype))
-        if config.uniform_fraction > 0:
-            lo, hi = math.log(prior.sigma_min), math.log(prior.sigma_max)
-            u = torch.rand(config.batch_size, generator=gen, device=data.device, dtype=x.dtype)
-            pick = torch.rand(config.batch_size, generator=gen, device=data.device) < config.uniform_fraction
-            sigma = torch.where(pick, torch.exp(lo + (hi - lo) * u), sigma)
-        noise = torch.randn(x.shape, generator=gen, device=data.device, dtype=x.dtype)
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen, device=data.device)))  # dropout
-        for group in opt.param_groups:
-            group["lr"] = _lr(config, step)
-        loss = edm_loss(prior, x, sigma, noise)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"train: the loss became {float(loss)} at step {step}; lower lr or check the data")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(prior.net.parameters(), config.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            for pe, p in zip(ema.net.parameters(), prior.net.parameters()):
-                pe.lerp_(p, 1 - decay)
-        history.append(float(loss.detach()))
-        if bar is not None:
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{sum(history[-50:]) / len(history[-50:]):.4f}")
-        if out is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
-            checkpoint(step + 1)
+    # dropout draws from torch's global generator: reseed it from ours each step (so resume is exact), inside
+    # fork_rng so that the caller's global random state is left as it was
+    rng_devices = [data.device.index or 0] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        for step in range(start, config.steps):
+            idx = torch.randint(N, (config.batch_size,), generator=gen, device=data.device)
+            x = data[idx]
+            sigma = torch.exp(config.p_mean + config.p_std * torch.randn(config.batch_size, generator=gen,
+                                                                          device=data.device, dtype=x.dtype))
+            if config.uniform_fraction > 0:
+                lo, hi = math.log(prior.sigma_min), math.log(prior.sigma_max)
+                u = torch.rand(config.batch_size, generator=gen, device=data.device, dtype=x.dtype)
+                pick = torch.rand(config.batch_size, generator=gen, device=data.device) < config.uniform_fraction
+                sigma = torch.where(pick, torch.exp(lo + (hi - lo) * u), sigma)
+            noise = torch.randn(x.shape, generator=gen, device=data.device, dtype=x.dtype)
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=gen, device=data.device)))  # dropout
+            for group in opt.param_groups:
+                group["lr"] = _lr(config, step)
+            loss = edm_loss(prior, x, sigma, noise)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train: the loss became {float(loss)} at step {step}; lower lr or check the data")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(prior.net.parameters(), config.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                for pe, p in zip(ema.net.parameters(), prior.net.parameters()):
+                    pe.lerp_(p, 1 - decay)
+            history.append(float(loss.detach()))
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{sum(history[-50:]) / len(history[-50:]):.4f}")
+            if out is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
+                checkpoint(step + 1)
     if bar is not None:
         bar.close()
     ema.card = {**card, **ema.card}
@@ -308,7 +312,7 @@ def _dataset(module, cls, **options):
 
         ds = getattr(importlib.import_module(f"invdiff.datasets.{module}"), cls)(n, 64, seed=seed, split=split,
                                                                                    **options)
-        return ds.tensor() if hasattr(ds, "tensor") else torch.stack([ds[i] for i in range(len(ds))])
+        return ds.images
 
     return build
 

@@ -44,8 +44,8 @@ def test_closed_form_likelihood_steps_match_dense_algebra(factory, gen):
     # the noise part of sample_conditional is P^{-1/2} eps: build its matrix from basis vectors
     n = mean.numel()
     eye = torch.eye(n, dtype=torch.float64).reshape(n, *op.in_shape)
-    M = op._apply_P_power(eye, torch.tensor(rho, dtype=torch.float64), op.noise.std.to(torch.float64)
-                          if op.noise.std.ndim == 0 else op.noise.std.to(torch.float64), -0.5).reshape(n, n)
+    M = op._apply_P_power(eye, torch.tensor(rho, dtype=torch.float64), op.noise.std.to(torch.float64),
+                          -0.5).reshape(n, n)
     assert torch.allclose(M @ M.T, torch.linalg.inv(P), atol=1e-10)
     # and the generic CG route agrees with the closed form
     generic = LinearOperator.prox_likelihood(op, z, y, rho, tol=1e-12, max_iter=1000)

@@ -28,8 +28,8 @@ def test_untrained_prior_is_the_isotropic_gaussian_denoiser():
     x = torch.randn(3, 1, 16, 16, dtype=torch.float64)
     for s in (0.01, 0.3, 5.0):
         exact = 0.4 + 0.3**2 / (0.3**2 + s**2) * (x - 0.4)
-        # sigma passes through float32 in expand_sigma (see the issue-3 note), hence 1e-7, not 1e-12
-        assert torch.allclose(prior.denoise(x, s), exact, atol=1e-7)
+        sigma = torch.tensor(s, dtype=torch.float64)  # a float64 tensor keeps its precision in expand_sigma
+        assert torch.allclose(prior.denoise(x, sigma), exact, atol=1e-12)
 
 
 def test_edm_loss_is_one_for_the_optimal_gaussian_denoiser():
@@ -77,6 +77,14 @@ def test_training_decreases_the_loss_and_beats_the_untrained_denoiser():
         trained_err = float(((prior.denoise(noisy, 0.2) - test) ** 2).mean())
         fresh_err = float(((fresh.denoise(noisy, 0.2) - test) ** 2).mean())
     assert trained_err < 0.7 * fresh_err, (trained_err, fresh_err)
+
+
+def test_training_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(_toy_data(16), TrainConfig(steps=2, batch_size=4), progress=False, net_config=NET)
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_resume_is_exact_and_checkpoints_load(tmp_path):
