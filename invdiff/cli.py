@@ -13,7 +13,8 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError)
+_USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, PermissionError, IsADirectoryError,
+                NotADirectoryError, ImportError)
 
 
 def _threads() -> None:
@@ -60,6 +61,82 @@ def _cmd_train(args) -> int:
     prior, history = train_recipe(args.recipe, stem, steps=args.steps, resume=args.resume)
     print(f"prior: {stem}.safetensors (+ .json card); final loss (mean of last 100 steps) "
           f"{sum(history[-100:]) / max(1, len(history[-100:])):.4f}")
+    return 0
+
+
+def _options(pairs) -> dict:
+    """``--option key=value`` pairs as sampler keyword arguments (numbers parsed, true/false/none understood)."""
+    out = {}
+    for item in pairs or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--option takes key=value, got {item!r}")
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            out[key.strip()] = low == "true"
+        elif low == "none":
+            out[key.strip()] = None
+        else:
+            try:
+                out[key.strip()] = int(value)
+            except ValueError:
+                try:
+                    out[key.strip()] = float(value)
+                except ValueError:
+                    out[key.strip()] = value
+    return out
+
+
+def _cmd_simulate(args) -> int:
+    from invdiff.scans import simulate
+
+    _threads()
+    simulate(args.clean, args.operator, args.out, prior=args.prior, resize=args.resize, seed=args.seed,
+             dataset=args.dataset, overwrite=args.overwrite, log=lambda s: print(s, flush=True))
+    return 0
+
+
+def _cmd_reconstruct(args) -> int:
+    from invdiff.samplers import METHODS
+    from invdiff.scans import reconstruct
+
+    if args.sampler not in METHODS:
+        raise ValueError(f"unknown --sampler {args.sampler!r}; choose one of {', '.join(METHODS)}")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {args.samples}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    _threads()
+    reconstruct(args.input, args.out, operator=args.operator, prior=args.prior, sampler=args.sampler,
+                samples=args.samples, steps=args.steps, seed=args.seed, options=_options(args.option),
+                save_samples=args.save_samples, report=args.report, reference=args.reference, summary=args.summary,
+                dataset=args.dataset, device=args.device, overwrite=args.overwrite, progress=not args.quiet,
+                log=lambda s: print(s, flush=True))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from invdiff.scans import evaluate
+
+    _threads()
+    m = evaluate(args.recon, args.reference, samples_path=args.samples, dataset=args.dataset)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"PSNR          {m['psnr']:.2f} dB")
+    print(f"SSIM          {m['ssim']:.4f}")
+    print(f"relative L2   {m['relative_l2']:.4f}")
+    if "coverage90" in m:
+        print(f"coverage 90%  {m['coverage90']:.3f}  (fraction of reference pixels inside the 90% interval)")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from invdiff.io import describe
+
+    print(describe(args.file))
     return 0
 
 
@@ -122,6 +199,86 @@ def _parser() -> argparse.ArgumentParser:
     priors = sub.add_parser("priors", help="list the bundled priors", description="List the priors bundled "
                             "with this installation (load them with invdiff.priors.load(name)).")
     priors.set_defaults(func=_cmd_priors)
+
+    from invdiff.problems import describe_setups
+
+    raw = argparse.RawDescriptionHelpFormatter
+    simulate = sub.add_parser(
+        "simulate", help="make a measurement file from a clean image file", formatter_class=raw,
+        description="Measure the images of CLEAN (NIfTI, DICOM, HDF5, netCDF/zarr, npy/npz, PNG/TIFF) with an "
+        "operator and write the measurement with the exact operator settings, the intensity scaling and the clean "
+        "file's geometry stored in the file, so 'invdiff reconstruct' needs no flags to read it back. K-space goes "
+        "to fastMRI-layout HDF5, sinograms to HDF5, station values to netCDF, image-like measurements to CLEAN's "
+        "own format (the --out suffix decides).\n\noperators (NAME:key=value,...; noise is a standard deviation "
+        "in the prior's normalised units):\n" + describe_setups(),
+        epilog="examples:\n  invdiff simulate brain.nii.gz --operator mri:acceleration=4 --resize 64 --out brain_k.h5\n"
+        "  invdiff simulate CT_small.dcm --operator ct:views=16 --resize 64 --out sino.h5\n"
+        "  invdiff simulate field.nc --operator stations:n=64 --out obs.nc",
+    )
+    simulate.add_argument("clean", help="the clean image file")
+    simulate.add_argument("--operator", required=True, help="NAME[:key=value,...], e.g. mri:acceleration=4")
+    simulate.add_argument("--out", required=True, help="the measurement file to write")
+    simulate.add_argument("--prior", help="prior whose size and intensity range the measurement is made for "
+                          "(default: the operator's bundled prior)")
+    simulate.add_argument("--resize", type=int, help="resample each image to RESIZE x RESIZE first")
+    simulate.add_argument("--dataset", help="dataset / variable to read from CLEAN (HDF5, netCDF, npz)")
+    simulate.add_argument("--seed", type=int, default=0, help="noise (and mask / station) seed (default 0)")
+    simulate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    simulate.set_defaults(func=_cmd_simulate)
+
+    recon = sub.add_parser(
+        "reconstruct", help="posterior mean, std and samples from a measurement file", formatter_class=raw,
+        description="Draw posterior samples for every slice of INPUT and write the posterior mean and per-pixel "
+        "std (and with --save-samples all samples) in the format --out names, with the input's geometry (NIfTI "
+        "affine, netCDF coordinates, fastMRI attributes), a JSON summary (settings, nfe, seconds, metrics) and "
+        "optionally a PNG report. Files written by 'invdiff simulate' carry their operator; for other files give "
+        "--operator (a fastMRI file's mask is read from the file; a fully sampled one is undersampled with the "
+        "--operator mask). Outputs are written whole or not at all; nothing is overwritten without --overwrite.",
+        epilog="examples:\n  invdiff reconstruct brain_k.h5 --out brain_rec.h5 --report report.png\n"
+        "  invdiff reconstruct sino.h5 --sampler dps --samples 8 --steps 100 --out ct_rec.h5 --reference clean.h5\n"
+        "  invdiff reconstruct file_brain.h5 --operator mri:acceleration=4 --prior mri-brain-64 --out rec.h5",
+    )
+    recon.add_argument("input", help="the measurement file")
+    recon.add_argument("--out", required=True, help="results file (mean; containers also hold std and samples, "
+                       "single-array formats get OUT_std / OUT_samples siblings)")
+    recon.add_argument("--operator", help="NAME[:key=value,...]; default: the settings stored in INPUT")
+    recon.add_argument("--prior", help="bundled prior name or checkpoint path (default: stored, else the operator's)")
+    recon.add_argument("--sampler", default="dps", help="dps (default), smc, split-gibbs, red-diff, daps or ddrm")
+    recon.add_argument("--samples", type=int, default=4, help="posterior samples per slice (default 4)")
+    recon.add_argument("--steps", type=int, help="sampler steps (default: the sampler's)")
+    recon.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    recon.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="a sampler hyperparameter, e.g. --option zeta=0.3 (repeatable)")
+    recon.add_argument("--save-samples", action="store_true", help="also write every posterior sample")
+    recon.add_argument("--report", help="PNG figure: measurement, baseline, mean, std (and error with --reference)")
+    recon.add_argument("--reference", help="clean file to score against (PSNR, SSIM, coverage in the summary)")
+    recon.add_argument("--summary", help="JSON summary path (default: OUT's stem + .json)")
+    recon.add_argument("--dataset", help="dataset / variable to read from INPUT (HDF5, netCDF, npz)")
+    recon.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    recon.add_argument("--quiet", action="store_true", help="no progress bar")
+    recon.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    recon.set_defaults(func=_cmd_reconstruct)
+
+    ev = sub.add_parser(
+        "evaluate", help="PSNR, SSIM, relative L2 and interval coverage of a reconstruction", formatter_class=raw,
+        description="Score RECON against REFERENCE (the data range of the reference sets PSNR's peak). With "
+        "posterior samples (in RECON's file, its OUT_samples sibling, or --samples) also the fraction of "
+        "reference pixels inside the central 90% interval.",
+        epilog="examples:\n  invdiff evaluate rec.h5 clean.nii.gz\n  invdiff evaluate rec.nii.gz clean.nii.gz --json",
+    )
+    ev.add_argument("recon", help="reconstruction file (its 'mean' array for containers)")
+    ev.add_argument("reference", help="the clean reference file")
+    ev.add_argument("--samples", help="file with posterior samples (default: found beside RECON)")
+    ev.add_argument("--dataset", help="dataset / variable of RECON to score (default: mean)")
+    ev.add_argument("--json", action="store_true", help="print JSON")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    info = sub.add_parser("info", help="describe a scan file", description="Format, arrays, shapes, spacing, "
+                          "orientation, coordinates, attributes and stored invdiff operator settings of FILE.",
+                          epilog="examples:\n  invdiff info brain_k.h5\n  invdiff info CT_small.dcm",
+                          formatter_class=raw)
+    info.add_argument("file")
+    info.set_defaults(func=_cmd_info)
     return p
 
 
