@@ -130,6 +130,8 @@ def _cmd_evaluate(args) -> int:
     print(f"relative L2   {m['relative_l2']:.4f}")
     if "coverage90" in m:
         print(f"coverage 90%  {m['coverage90']:.3f}  (fraction of reference pixels inside the 90% interval)")
+    if "reference_note" in m:
+        print(f"(reference {m['reference_note']})")
     return 0
 
 

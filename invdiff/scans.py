@@ -182,7 +182,8 @@ def _check_prior_shape(prior, H: int, W: int, path, name: str, resize_hint: bool
         return
     fits = [n for n, card in _available().items() if tuple(card["config"]["shape"])[-2:] == (H, W)]
     hint = (f"resize the clean images with --resize {shape[-1]}" if resize_hint else
-            f"make the measurement at {shape[-2]}x{shape[-1]} (invdiff simulate --resize {shape[-1]})")
+            f"make the measurement at {shape[-2]}x{shape[-1]} from the clean images (invdiff simulate CLEAN "
+            f"--resize {shape[-1]}; for a fastMRI file, CLEAN can be the file with --dataset reconstruction_rss)")
     more = f"; priors for {H}x{W}: {', '.join(fits)}" if fits else f"; or train a {H}x{W} prior (invdiff train)"
     raise ValueError(f"{path}: images are {H}x{W} but the prior {name} expects {shape[-2]}x{shape[-1]}: {hint}{more}")
 
@@ -577,8 +578,8 @@ def _reference_stack(reference, S: int, H: int, W: int):
     resamples (area averaging), which the returned note says."""
     from invdiff import io
 
-    ref_scan = io.read(reference)
-    ref = to_stack(ref_scan.data.real.to(torch.float64), ref_scan.image_axes)
+    ref_scan = _image_scan(reference)
+    ref = to_stack(ref_scan.data.to(torch.float64), ref_scan.image_axes)
     if ref.shape[0] != S:
         raise ValueError(f"{reference}: the reference has {ref.shape[0]} image(s), the measurement {S}; give the "
                          "clean file the measurement was made from")
@@ -586,6 +587,22 @@ def _reference_stack(reference, S: int, H: int, W: int):
         return ref, None
     note = f"resampled from {ref.shape[-2]}x{ref.shape[-1]} to {H}x{W} (area averaging, as simulate --resize)"
     return _resize(ref, H, W), note
+
+
+def _image_scan(path) -> Scan:
+    """The image array of a file to score against: a k-space file gives its reconstruction_rss / _esc."""
+    from invdiff import io
+
+    scan = io.read(path)
+    if scan.data.is_complex():
+        for name in ("reconstruction_rss", "reconstruction_esc", "mean"):
+            try:
+                return io.read(path, name=name)
+            except ScanError:
+                continue
+        raise ValueError(f"{path}: holds complex {scan.kind} data, not an image; give an image file or one with a "
+                         "reconstruction_rss dataset")
+    return scan
 
 
 def settings_public(s: dict) -> dict:
@@ -648,12 +665,8 @@ def evaluate(recon_path, reference_path, *, samples_path=None, dataset: str | No
     from invdiff import io
 
     rec = io.read(recon_path, name=dataset or _default_name(recon_path, "mean"))
-    ref = io.read(reference_path)
     x = to_stack(rec.data.real.to(torch.float64), rec.image_axes)
-    r = to_stack(ref.data.real.to(torch.float64), ref.image_axes)
-    if tuple(x.shape) != tuple(r.shape):
-        raise ValueError(f"{recon_path}: {x.shape[0]} image(s) of {x.shape[-2]}x{x.shape[-1]} do not match the "
-                         f"reference {reference_path}: {r.shape[0]} of {r.shape[-2]}x{r.shape[-1]}")
+    r, note = _reference_stack(reference_path, x.shape[0], x.shape[-2], x.shape[-1])
     smp = None
     sp = samples_path
     if sp is None:
@@ -666,7 +679,10 @@ def evaluate(recon_path, reference_path, *, samples_path=None, dataset: str | No
             raise ValueError(f"{sp}: the samples do not hold a whole number (>= 2) of reconstructions of "
                              f"{tuple(rec.data.shape)}")
         smp = _samples_stack(s_scan, rec, n)
-    return _metrics(x, r, smp)
+    out = _metrics(x, r, smp)
+    if note:
+        out["reference_note"] = note
+    return out
 
 
 def _samples_stack(s_scan: Scan, rec: Scan, n: int) -> torch.Tensor:

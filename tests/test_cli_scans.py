@@ -211,6 +211,18 @@ def test_mri_nifti_to_kspace_hdf5_and_back(work, brain_nifti):
         assert f["samples"].shape == (2, 64, 64, 2)
         assert float(np.min(f["std"][()])) >= 0
     assert (work / "brain.png").stat().st_size > 10_000
+    # evaluate reads the samples from the same file: its numbers are the summary's, coverage included
+    ref = work / "brain_ref64.npy"
+    import nibabel as nib
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.asarray(nib.load(brain_nifti).dataobj, dtype=np.float32)).permute(2, 0, 1)[:, None]
+    np.save(ref, F.interpolate(x, size=(64, 64), mode="area")[:, 0].numpy())
+    ev = json.loads(ok("evaluate", out, ref, "--json").stdout)
+    for key in ("psnr", "ssim", "relative_l2", "coverage90"):
+        assert ev[key] == pytest.approx(m[key], abs=2e-3), (key, ev, m)
+    text = ok("evaluate", out, ref).stdout
+    assert "PSNR" in text and "coverage" in text
 
 
 def test_nifti_in_nifti_out_keeps_the_affine(work, brain_nifti):
@@ -323,6 +335,8 @@ def test_netcdf_stations_keep_coordinates(work, field_netcdf):
 # -- bad input: exit 2, a message naming the file, nothing written ---------------------------------------------
 def test_missing_and_unknown_files(work):
     user_error("reconstruct", work / "nope.h5", "--out", work / "x.h5", contains=("nope.h5",))
+    r = run("--debug", "info", work / "nope.h5")  # --debug shows the traceback instead
+    assert r.returncode != 0 and "Traceback" in r.stderr
     bad = work / "data.xyz"
     bad.write_text("hello")
     user_error("info", bad, contains=("data.xyz", "format"))
