@@ -156,6 +156,12 @@ def _cmd_priors(args) -> int:
     return 0
 
 
+def _file_options(p, what: str, seed_help: str) -> None:
+    p.add_argument("--dataset", help=f"dataset / variable to read from {what} (HDF5, netCDF, zarr, npz)")
+    p.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
 def _parser() -> argparse.ArgumentParser:
     from invdiff import __version__
 
@@ -223,9 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--prior", help="prior whose size and intensity range the measurement is made for "
                           "(default: the operator's bundled prior)")
     simulate.add_argument("--resize", type=int, help="resample each image to RESIZE x RESIZE first")
-    simulate.add_argument("--dataset", help="dataset / variable to read from CLEAN (HDF5, netCDF, npz)")
-    simulate.add_argument("--seed", type=int, default=0, help="noise (and mask / station) seed (default 0)")
-    simulate.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _file_options(simulate, "CLEAN", "noise (and mask / station) seed")
     simulate.set_defaults(func=_cmd_simulate)
 
     recon = sub.add_parser(
@@ -248,17 +252,15 @@ def _parser() -> argparse.ArgumentParser:
     recon.add_argument("--sampler", default="dps", help="dps (default), smc, split-gibbs, red-diff, daps or ddrm")
     recon.add_argument("--samples", type=int, default=4, help="posterior samples per slice (default 4)")
     recon.add_argument("--steps", type=int, help="sampler steps (default: the sampler's)")
-    recon.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     recon.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="a sampler hyperparameter, e.g. --option zeta=0.3 (repeatable)")
     recon.add_argument("--save-samples", action="store_true", help="also write every posterior sample")
     recon.add_argument("--report", help="PNG figure: measurement, baseline, mean, std (and error with --reference)")
     recon.add_argument("--reference", help="clean file to score against (PSNR, SSIM, coverage in the summary)")
     recon.add_argument("--summary", help="JSON summary path (default: OUT's stem + .json)")
-    recon.add_argument("--dataset", help="dataset / variable to read from INPUT (HDF5, netCDF, npz)")
     recon.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     recon.add_argument("--quiet", action="store_true", help="no progress bar")
-    recon.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _file_options(recon, "INPUT", "random seed")
     recon.set_defaults(func=_cmd_reconstruct)
 
     ev = sub.add_parser(
