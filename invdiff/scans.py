@@ -248,7 +248,8 @@ def simulate(clean_path, operator: str, out, *, prior=None, resize: int | None =
     lat = lon = None
     if name in ("stations", "coarse"):
         lat, lon = _latlon(scan)
-    op = problems.build(settings, (H, W), lat=lat, lon=lon).to(torch.float64)
+    # operators follow their input's dtype: never cast them (a real dtype would drop complex coil maps' phase)
+    op = problems.build(settings, (H, W), lat=lat, lon=lon)
     offset, scale = problems.intensity(stack, pri)
     g = torch.Generator().manual_seed(int(seed))
     ys = []
@@ -489,7 +490,7 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
 
     inten = scan.attrs.get("invdiff_intensity")
     if inten is None:
-        base = torch.stack([problems.baseline(settings, op_for(i).to(torch.float64), ys[i].to(
+        base = torch.stack([problems.baseline(settings, op_for(i), ys[i].to(
             torch.complex128 if ys.is_complex() else torch.float64))[0].real for i in range(min(S, 8))])
         offset, scale = problems.intensity(base, pri)
         intensity_from = "estimated from the classical reconstruction"
@@ -507,14 +508,13 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
     bar = tqdm(range(S), desc="slices", unit="slice", disable=not progress or S == 1, leave=False)
     base_name = None
     for s in bar:
-        op = op_for(s).to(device=device, dtype=torch.float64)  # (modules convert in place)
+        op = op_for(s).to(device)  # operators follow the input's dtype; never cast them (complex coil maps)
         y = ys[s].to(device, torch.complex128 if ys.is_complex() else torch.float64)
         if offset != 0:
             y = y - offset * op(torch.ones(op.in_shape, dtype=torch.float64, device=device))
         y = y / scale
         b, base_name = problems.baseline(settings, op, y)
         bases.append(b.real.reshape(H, W).cpu() * scale + offset)
-        op = op.to(torch.float32)
         post = invdiff.sample(pri, op, y.to(torch.complex64 if y.is_complex() else torch.float32), sampler,
                               n=samples, steps=steps, seed=int(seed) + s, progress=progress and S == 1, **opts)
         nfe += int(post.nfe)
