@@ -344,6 +344,12 @@ def test_missing_and_unknown_files(work):
     bad = work / "data.xyz"
     bad.write_text("hello")
     user_error("info", bad, contains=("data.xyz", "format"))
+    folder = work / "not_a_scan"
+    folder.mkdir(exist_ok=True)
+    user_error("info", folder, contains=("not_a_scan",))  # a folder that is neither DICOM nor zarr
+    garbage = work / "garbage.nii.gz"
+    garbage.write_bytes(b"\x00" * 300)
+    user_error("info", garbage, contains=("garbage.nii.gz",))  # unreadable as NIfTI
     assert not (work / "x.h5").exists()
 
 
