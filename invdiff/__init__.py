@@ -10,7 +10,9 @@ from . import datasets  # noqa: E402  (installed from datasets/)
 from .posterior import Posterior
 from . import samplers  # noqa: E402
 from .samplers import sample
+from . import io  # noqa: E402  (scan files; the per-format readers import their libraries lazily)
 
 __version__ = "0.1.0"
 
-__all__ = ["sample", "samplers", "Posterior", "operators", "priors", "datasets", "metrics", "schedules", "linalg", "__version__"]
+__all__ = ["sample", "samplers", "Posterior", "operators", "priors", "datasets", "metrics", "schedules", "linalg", "io",
+           "__version__"]

@@ -503,9 +503,12 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
         opts["zeta"] = _default_zeta(pri, name)
     means, stds, sample_list, bases = [], [], [], []
     nfe, t0 = 0, time.perf_counter()
-    from tqdm.auto import tqdm
+    if progress and S > 1:
+        from tqdm.auto import tqdm
 
-    bar = tqdm(range(S), desc="slices", unit="slice", disable=not progress or S == 1, leave=False)
+        bar = tqdm(range(S), desc="slices", unit="slice", leave=False)
+    else:
+        bar = range(S)
     base_name = None
     for s in bar:
         op = op_for(s).to(device)  # operators follow the input's dtype; never cast them (complex coil maps)

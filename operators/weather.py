@@ -81,7 +81,10 @@ _REGULAR_RTOL = 1e-3  # allowed spread of the grid spacing, relative to the spac
 # -- grid validation ------------------------------------------------------------------------------------------
 def _coords(values, name: str, owner: str) -> np.ndarray:
     """A 1-D float64 numpy copy of a coordinate vector (list, numpy array or tensor)."""
-    arr = torch.as_tensor(values).detach().cpu().to(torch.float64).numpy().copy()
+    if isinstance(values, torch.Tensor):
+        arr = values.detach().cpu().to(torch.float64).numpy().copy()
+    else:  # numpy (possibly read-only, e.g. xarray coordinates) or a list: copy without going through torch
+        arr = np.array(values, dtype=np.float64)
     if arr.ndim != 1 or arr.size < 2:
         raise ValueError(f"{owner}: {name} must be a 1-D vector of at least 2 grid coordinates, got shape {arr.shape}")
     if not np.isfinite(arr).all():
