@@ -236,7 +236,16 @@ class _NaNPrior(Prior):
 def test_nan_is_never_returned_silently(method):
     op = MatrixOperator(torch.eye(2, dtype=F64), noise=GaussianNoise(0.5))
     with pytest.raises(FloatingPointError, match=f"{method}.*(step|sigma)"):
-        invdiff.sample(_NaNPrior(), op, torch.zeros(2, dtype=F64), method, n=2, steps=10, seed=0)
+        invdiff.sample(_NaNPrior(), op, torch.zeros(2, dtype=F64), method, n=8, steps=10, seed=0)
+
+
+def test_split_gibbs_warns_with_too_few_chains():
+    """With 2 chains the adaptive ladder is chosen from 2 weights; the user is told instead of silently getting
+    near-prior samples."""
+    prior = Gaussian(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    op = MatrixOperator(torch.eye(2, dtype=F64), noise=GaussianNoise(0.5))
+    with pytest.warns(RuntimeWarning, match="n=2 chains"):
+        invdiff.sample(prior, op, torch.tensor([1.0, -1.0], dtype=F64), "split-gibbs", n=2, steps=2, seed=0)
 
 
 def test_progress_bar_and_custom_grid(capsys):

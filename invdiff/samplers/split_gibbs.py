@@ -45,6 +45,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -227,6 +228,12 @@ class SplitGibbs(Sampler):
         ctx.check(x, 0, ctx.prior.sigma_max, "x (initial prior draws)")
         if not marginal:
             return self._annealed(ctx, x)
+        if ctx.n < 8:
+            # the ladder is chosen from the n chains' weights: with a handful of chains their conditional ESS says
+            # little, the ladder can jump from the prior to rho_min at once, and the chains never see the data
+            warnings.warn(f"split-gibbs with n={ctx.n} chains: the adaptive coupling ladder is chosen from the "
+                          "chains' weights and can skip straight to rho_min, leaving near-prior samples; use n >= 8",
+                          RuntimeWarning, stacklevel=4)
         ctx.svd, ctx.svd_proj = None, (None, None)
         if not (op.in_dtype.is_complex or op.out_dtype.is_complex) and math.prod(ctx.shape) <= 4096:
             U, S, Vh, std = dense_svd(op, ctx.dtype)
