@@ -122,7 +122,7 @@ def problem(name: str, prior, train_stats):
     raise ValueError(name)
 
 
-ZETAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+ZETAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
 
 def train_stats(train):
