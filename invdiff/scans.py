@@ -664,23 +664,27 @@ def _metrics(x: torch.Tensor, ref: torch.Tensor, samples: torch.Tensor | None = 
 
 def evaluate(recon_path, reference_path, *, samples_path=None, dataset: str | None = None) -> dict:
     """PSNR, SSIM, relative L2 of a reconstruction against a reference file, and the 90% interval coverage when
-    posterior samples are given (a ``samples`` array in the reconstruction file, or ``samples_path``)."""
+    posterior samples are given (a ``samples`` array in the reconstruction file, its ``OUT_samples`` sibling, or
+    ``samples_path``)."""
     from invdiff import io
 
-    rec = io.read(recon_path, name=dataset or _default_name(recon_path, "mean"))
+    recon_path = Path(recon_path)
+    rec = io.read(recon_path, name=dataset) if dataset else (_named(recon_path, "mean") or io.read(recon_path))
     x = to_stack(rec.data.real.to(torch.float64), rec.image_axes)
     r, note = _reference_stack(reference_path, x.shape[0], x.shape[-2], x.shape[-1])
+    if samples_path is not None:
+        s_scan = _named(Path(samples_path), "samples") or io.read(samples_path)
+    elif _is_container(recon_path):
+        s_scan = _named(recon_path, "samples")
+    else:
+        sibling = io.output_paths(recon_path, ["mean", "samples"])["samples"]
+        s_scan = io.read(sibling) if sibling.exists() else None
     smp = None
-    sp = samples_path
-    if sp is None:
-        sp = _sibling_samples(Path(recon_path))
-    if sp is not None:
-        s_scan = io.read(sp, name=_default_name(sp, "samples"))
-        d = s_scan.data.real.to(torch.float64)
-        n = d.numel() // r.numel()
-        if n * r.numel() != d.numel() or n < 2:
-            raise ValueError(f"{sp}: the samples do not hold a whole number (>= 2) of reconstructions of "
-                             f"{tuple(rec.data.shape)}")
+    if s_scan is not None:
+        n = s_scan.data.numel() // r.numel()
+        if n * r.numel() != s_scan.data.numel() or n < 2:
+            raise ValueError(f"{s_scan.source}: the samples do not hold a whole number (>= 2) of reconstructions "
+                             f"of {tuple(rec.data.shape)}")
         smp = _samples_stack(s_scan, rec, n)
     out = _metrics(x, r, smp)
     if note:
@@ -688,42 +692,34 @@ def evaluate(recon_path, reference_path, *, samples_path=None, dataset: str | No
     return out
 
 
-def _samples_stack(s_scan: Scan, rec: Scan, n: int) -> torch.Tensor:
-    d = s_scan.data.real.to(torch.float64)
-    if s_scan.format == "nifti":  # samples are the last axis of a NIfTI
-        d = torch.movedim(d, -1, 0)
-    elif d.shape[0] != n:
-        # containers name the axis "sample"
-        if s_scan.dims and "sample" in s_scan.dims:
-            d = torch.movedim(d, s_scan.dims.index("sample"), 0)
-    return torch.stack([to_stack(d[i], rec.image_axes) for i in range(n)])
-
-
-def _default_name(path, want: str) -> str | None:
+def _is_container(path: Path) -> bool:
     from invdiff import io
 
-    fmt = io.detect_format(path)
-    return want if fmt in ("fastmri", "netcdf", "zarr", "npz") and _has_array(path, want) else None
+    return io.detect_format(path) in ("fastmri", "netcdf", "zarr", "npz")
 
 
-def _has_array(path, name: str) -> bool:
+def _named(path: Path, name: str) -> Scan | None:
+    """The array ``name`` of a container file, or None when the file is no container or lacks it."""
     from invdiff import io
 
+    if not _is_container(path):
+        return None
     try:
-        io.read(path, name=name)
-        return True
-    except ScanError:
-        return False
+        return io.read(path, name=name)
+    except ScanError as err:
+        if f"'{name}'" in str(err) or "no dataset" in str(err) or "no variable" in str(err):
+            return None
+        raise
 
 
-def _sibling_samples(path: Path):
-    from invdiff import io
-
-    fmt = io.detect_format(path)
-    if fmt in ("fastmri", "netcdf", "zarr", "npz"):
-        return path if _has_array(path, "samples") else None
-    p = io.output_paths(path, ["mean", "samples"])["samples"]
-    return p if p.exists() else None
+def _samples_stack(s_scan: Scan, rec: Scan, n: int) -> torch.Tensor:
+    """``(n, S, H, W)`` from a samples array: NIfTI keeps samples on its last axis, containers on ``sample``."""
+    d = s_scan.data.real.to(torch.float64)
+    if s_scan.format == "nifti":
+        d = torch.movedim(d, -1, 0)
+    elif s_scan.dims and "sample" in s_scan.dims:
+        d = torch.movedim(d, s_scan.dims.index("sample"), 0)
+    return torch.stack([to_stack(d[i], rec.image_axes) for i in range(n)])
 
 
 # -- the report figure ------------------------------------------------------------------------------------------

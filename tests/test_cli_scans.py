@@ -240,8 +240,12 @@ def test_nifti_in_nifti_out_keeps_the_affine(work, brain_nifti):
         assert np.allclose(b.affine[:3, ax] * 64, src.affine[:3, ax] * n_old, rtol=1e-6)
     assert np.allclose(b.affine[:3, 2], src.affine[:3, 2])
     out = work / "brain_deblur.nii.gz"
-    ok("reconstruct", blurred, *FAST, "--out", out)
+    ok("reconstruct", blurred, *FAST, "--out", out, "--save-samples")
     rec, std = nib.load(out), nib.load(work / "brain_deblur_std.nii.gz")
+    smp = nib.load(work / "brain_deblur_samples.nii.gz")
+    assert smp.shape == (64, 64, 2, 2) and np.array_equal(smp.affine, b.affine)  # samples on the last axis
+    # the mean file is the mean of the samples file (float32 storage)
+    assert np.allclose(np.asarray(smp.dataobj).mean(-1), np.asarray(rec.dataobj), rtol=1e-4, atol=1e-3)
     assert np.array_equal(rec.affine, b.affine) and np.array_equal(std.affine, b.affine)
     assert rec.shape == (64, 64, 2) and std.shape == (64, 64, 2)
     assert "".join(nib.aff2axcodes(rec.affine)) == "".join(nib.aff2axcodes(src.affine))
@@ -258,7 +262,9 @@ def test_nifti_in_nifti_out_keeps_the_affine(work, brain_nifti):
     rng = float(r.max() - r.min())
     assert ev["psnr"] == pytest.approx(float(metrics.psnr(mean, r, data_range=rng)), abs=1e-4)
     assert ev["relative_l2"] == pytest.approx(float(metrics.relative_l2(mean, r)), rel=1e-4)
-    assert "coverage90" not in ev  # no samples were saved
+    # the samples sibling (OUT_samples.nii.gz) is found: coverage from its per-pixel 5% / 95% quantiles
+    samples = torch.from_numpy(np.asarray(smp.dataobj, dtype=np.float64)).permute(3, 2, 0, 1)
+    assert ev["coverage90"] == pytest.approx(float(metrics.coverage(samples, r, 0.9)), abs=1e-6)
 
 
 def test_ct_dicom_to_sinogram_and_back_to_dicom(work, ct_dicom):
