@@ -239,6 +239,16 @@ def test_nan_is_never_returned_silently(method):
         invdiff.sample(_NaNPrior(), op, torch.zeros(2, dtype=F64), method, n=8, steps=10, seed=0)
 
 
+def test_finite_divergence_is_an_error_not_a_result():
+    """Noise-aware DPS with a far too large step blows up to finite but absurd values (1e8 after one step here);
+    that is reported like NaN, naming the step, instead of being returned."""
+    prior = Gaussian(torch.zeros(4, dtype=F64), torch.eye(4, dtype=F64))
+    op = MatrixOperator(torch.eye(4, dtype=F64), noise=GaussianNoise(0.01))
+    with pytest.raises(FloatingPointError, match=r"dps: x diverged at step \d+"):
+        invdiff.sample(prior, op, torch.ones(4, dtype=F64), "dps", n=2, steps=20, seed=0, zeta=10.0,
+                       weighting="likelihood")
+
+
 def test_split_gibbs_warns_with_too_few_chains():
     """With 2 chains the adaptive ladder is chosen from 2 weights; the user is told instead of silently getting
     near-prior samples."""
