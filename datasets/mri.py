@@ -330,20 +330,22 @@ def _hdf5_slices(path: Path):
 
 
 def _dicom_slices(path: Path):
+    """``(frames, rows, cols)`` values through the modality LUT, the (row, col) spacing and the series UID, read
+    by :func:`invdiff.io.read` (which also names the decoder a compressed transfer syntax needs)."""
     try:
-        import pydicom
+        import pydicom  # noqa: F401  (checked here so the message names the folder reader's optional extra)
     except ImportError as err:
         raise ImportError(f"reading DICOM files ({path.name}) needs pydicom: pip install pydicom") from err
-    ds = pydicom.dcmread(str(path))
-    v = np.asarray(ds.pixel_array, dtype=np.float64)
-    v = v * float(getattr(ds, "RescaleSlope", 1.0) or 1.0) + float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    from invdiff import io
+
+    scan = io.read(path)
+    v = scan.data.to(torch.float64).numpy()
     if v.ndim == 2:
         v = v[None]
     if v.ndim != 3:
         raise ValueError(f"{path}: expected a grayscale image or multi-frame stack, got shape {v.shape}")
-    spacing = getattr(ds, "PixelSpacing", None)
-    spacing = (float(spacing[0]), float(spacing[1])) if spacing is not None else (1.0, 1.0)
-    series = str(getattr(ds, "SeriesInstanceUID", "")) or str(path)
+    spacing = tuple(float(d) if d else 1.0 for d in (scan.spacing or (None, None))[-2:])
+    series = str(scan.attrs.get("SeriesInstanceUID", "")) or str(path)
     return v, spacing, series
 
 

@@ -162,6 +162,15 @@ def _file_options(p, what: str, seed_help: str) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
+def _command(sub, name: str, func, help: str, description: str, examples=()):
+    """A subcommand whose ``--help`` shows ``description`` as written and an ``examples:`` block."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None
+    cmd = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmd.set_defaults(func=func)
+    return cmd
+
+
 def _parser() -> argparse.ArgumentParser:
     from invdiff import __version__
 
@@ -174,54 +183,46 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser(
-        "demo",
-        help="a small exact reconstruction: prints PSNR/SSIM and writes a PNG",
-        description="Deblur a held-out 48x48 photograph crop with a Gaussian prior fitted to other photographs; "
-        "the posterior is exact. Prints PSNR/SSIM and interval coverage and writes a PNG figure.",
-        epilog="examples:\n  invdiff demo\n  invdiff demo --out demo.png --overwrite --seed 1",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    demo = _command(
+        sub, "demo", _cmd_demo, "a small exact reconstruction: prints PSNR/SSIM and writes a PNG",
+        "Deblur a held-out 48x48 photograph crop with a Gaussian prior fitted to other photographs; the posterior "
+        "is exact. Prints PSNR/SSIM and interval coverage and writes a PNG figure.",
+        ["invdiff demo", "invdiff demo --out demo.png --overwrite --seed 1"],
     )
     demo.add_argument("--out", help="PNG figure to write (default: invdiff-demo.png, or the next free name)")
     demo.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--samples", type=int, default=64, help="posterior samples to draw (default 64)")
-    demo.set_defaults(func=_cmd_demo)
 
-    train = sub.add_parser(
-        "train",
-        help="train a diffusion prior with one of the committed recipes",
-        description="Train a UNet prior by EDM denoising score matching with a committed recipe (the bundled "
-        "priors were made this way). Writes OUT.safetensors + OUT.json (the prior) and OUT.state.* (to resume).",
-        epilog="examples:\n  invdiff train natural-gray-64 --out runs/natural --steps 200\n"
-        "  invdiff train natural-gray-64 --out runs/natural --steps 400 --resume",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    train = _command(
+        sub, "train", _cmd_train, "train a diffusion prior with one of the committed recipes",
+        "Train a UNet prior by EDM denoising score matching with a committed recipe (the bundled priors were made "
+        "this way). Writes OUT.safetensors + OUT.json (the prior) and OUT.state.* (to resume).",
+        ["invdiff train natural-gray-64 --out runs/natural --steps 200",
+         "invdiff train natural-gray-64 --out runs/natural --steps 400 --resume"],
     )
     train.add_argument("recipe", help="ct-phantom-64, mri-brain-64, ultrasound-bmode-64, natural-gray-64 or kolmogorov-64")
     train.add_argument("--out", required=True, help="checkpoint stem, e.g. runs/ct (files OUT.safetensors, OUT.json, ...)")
     train.add_argument("--steps", type=int, help="total optimiser steps (default: the recipe's)")
     train.add_argument("--resume", action="store_true", help="continue from OUT.state.safetensors")
     train.add_argument("--overwrite", action="store_true", help="start over even if OUT exists")
-    train.set_defaults(func=_cmd_train)
 
-    priors = sub.add_parser("priors", help="list the bundled priors", description="List the priors bundled "
-                            "with this installation (load them with invdiff.priors.load(name)).")
-    priors.set_defaults(func=_cmd_priors)
+    _command(sub, "priors", _cmd_priors, "list the bundled priors",
+             "List the priors bundled with this installation (load them with invdiff.priors.load(name)).")
 
     from invdiff.problems import describe_setups
 
-    raw = argparse.RawDescriptionHelpFormatter
-    simulate = sub.add_parser(
-        "simulate", help="make a measurement file from a clean image file", formatter_class=raw,
-        description="Measure the images of CLEAN (NIfTI, DICOM, HDF5, netCDF/zarr, npy/npz, PNG/TIFF) with an "
-        "operator and write the measurement with the exact operator settings, the intensity scaling and the clean "
-        "file's geometry stored in the file, so 'invdiff reconstruct' needs no flags to read it back. K-space goes "
-        "to fastMRI-layout HDF5, sinograms to HDF5, station values to netCDF, image-like measurements to CLEAN's "
-        "own format (the --out suffix decides).\n\noperators (NAME:key=value,...; noise is a standard deviation "
-        "in the prior's normalised units):\n" + describe_setups(),
-        epilog="examples:\n  invdiff simulate brain.nii.gz --operator mri:acceleration=4 --resize 64 --out brain_k.h5\n"
-        "  invdiff simulate CT_small.dcm --operator ct:views=16 --resize 64 --out sino.h5\n"
-        "  invdiff simulate field.nc --operator stations:n=64 --out obs.nc",
+    simulate = _command(
+        sub, "simulate", _cmd_simulate, "make a measurement file from a clean image file",
+        "Measure the images of CLEAN (NIfTI, DICOM, HDF5, netCDF/zarr, npy/npz, PNG/TIFF) with an operator and "
+        "write the measurement with the exact operator settings, the intensity scaling and the clean file's "
+        "geometry stored in the file, so 'invdiff reconstruct' needs no flags to read it back. K-space goes to "
+        "fastMRI-layout HDF5, sinograms to HDF5, station values to netCDF, image-like measurements to CLEAN's own "
+        "format (the --out suffix decides).\n\noperators (NAME:key=value,...; noise is a standard deviation in "
+        "the prior's normalised units):\n" + describe_setups(),
+        ["invdiff simulate brain.nii.gz --operator mri:acceleration=4 --resize 64 --out brain_k.h5",
+         "invdiff simulate CT_small.dcm --operator ct:views=16 --resize 64 --out sino.h5",
+         "invdiff simulate field.nc --operator stations:n=64 --out obs.nc"],
     )
     simulate.add_argument("clean", help="the clean image file")
     simulate.add_argument("--operator", required=True, help="NAME[:key=value,...], e.g. mri:acceleration=4")
@@ -230,19 +231,18 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: the operator's bundled prior)")
     simulate.add_argument("--resize", type=int, help="resample each image to RESIZE x RESIZE first")
     _file_options(simulate, "CLEAN", "noise (and mask / station) seed")
-    simulate.set_defaults(func=_cmd_simulate)
 
-    recon = sub.add_parser(
-        "reconstruct", help="posterior mean, std and samples from a measurement file", formatter_class=raw,
-        description="Draw posterior samples for every slice of INPUT and write the posterior mean and per-pixel "
-        "std (and with --save-samples all samples) in the format --out names, with the input's geometry (NIfTI "
-        "affine, netCDF coordinates, fastMRI attributes), a JSON summary (settings, nfe, seconds, metrics) and "
-        "optionally a PNG report. Files written by 'invdiff simulate' carry their operator; for other files give "
-        "--operator (a fastMRI file's mask is read from the file; a fully sampled one is undersampled with the "
-        "--operator mask). Outputs are written whole or not at all; nothing is overwritten without --overwrite.",
-        epilog="examples:\n  invdiff reconstruct brain_k.h5 --out brain_rec.h5 --report report.png\n"
-        "  invdiff reconstruct sino.h5 --sampler dps --samples 8 --steps 100 --out ct_rec.h5 --reference clean.h5\n"
-        "  invdiff reconstruct file_brain.h5 --operator mri:acceleration=4 --prior mri-brain-64 --out rec.h5",
+    recon = _command(
+        sub, "reconstruct", _cmd_reconstruct, "posterior mean, std and samples from a measurement file",
+        "Draw posterior samples for every slice of INPUT and write the posterior mean and per-pixel std (and with "
+        "--save-samples all samples) in the format --out names, with the input's geometry (NIfTI affine, netCDF "
+        "coordinates, fastMRI attributes), a JSON summary (settings, nfe, seconds, metrics) and optionally a PNG "
+        "report. Files written by 'invdiff simulate' carry their operator; for other files give --operator (a "
+        "fastMRI file's mask is read from the file; a fully sampled one is undersampled with the --operator "
+        "mask). Outputs are written whole or not at all; nothing is overwritten without --overwrite.",
+        ["invdiff reconstruct brain_k.h5 --out brain_rec.h5 --report report.png",
+         "invdiff reconstruct sino.h5 --sampler dps --samples 8 --steps 100 --out ct_rec.h5 --reference clean.h5",
+         "invdiff reconstruct file_brain.h5 --operator mri:acceleration=4 --prior mri-brain-64 --out rec.h5"],
     )
     recon.add_argument("input", help="the measurement file")
     recon.add_argument("--out", required=True, help="results file (mean; containers also hold std and samples, "
@@ -261,28 +261,24 @@ def _parser() -> argparse.ArgumentParser:
     recon.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     recon.add_argument("--quiet", action="store_true", help="no progress bar")
     _file_options(recon, "INPUT", "random seed")
-    recon.set_defaults(func=_cmd_reconstruct)
 
-    ev = sub.add_parser(
-        "evaluate", help="PSNR, SSIM, relative L2 and interval coverage of a reconstruction", formatter_class=raw,
-        description="Score RECON against REFERENCE (the data range of the reference sets PSNR's peak). With "
-        "posterior samples (in RECON's file, its OUT_samples sibling, or --samples) also the fraction of "
-        "reference pixels inside the central 90% interval.",
-        epilog="examples:\n  invdiff evaluate rec.h5 clean.nii.gz\n  invdiff evaluate rec.nii.gz clean.nii.gz --json",
+    ev = _command(
+        sub, "evaluate", _cmd_evaluate, "PSNR, SSIM, relative L2 and interval coverage of a reconstruction",
+        "Score RECON against REFERENCE (the data range of the reference sets PSNR's peak). With posterior samples "
+        "(in RECON's file, its OUT_samples sibling, or --samples) also the fraction of reference pixels inside the "
+        "central 90% interval.",
+        ["invdiff evaluate rec.h5 clean.nii.gz", "invdiff evaluate rec.nii.gz clean.nii.gz --json"],
     )
     ev.add_argument("recon", help="reconstruction file (its 'mean' array for containers)")
     ev.add_argument("reference", help="the clean reference file")
     ev.add_argument("--samples", help="file with posterior samples (default: found beside RECON)")
     ev.add_argument("--dataset", help="dataset / variable of RECON to score (default: mean)")
     ev.add_argument("--json", action="store_true", help="print JSON")
-    ev.set_defaults(func=_cmd_evaluate)
 
-    info = sub.add_parser("info", help="describe a scan file", description="Format, arrays, shapes, spacing, "
-                          "orientation, coordinates, attributes and stored invdiff operator settings of FILE.",
-                          epilog="examples:\n  invdiff info brain_k.h5\n  invdiff info CT_small.dcm",
-                          formatter_class=raw)
+    info = _command(sub, "info", _cmd_info, "describe a scan file",
+                    "Format, arrays, shapes, spacing, orientation, coordinates, attributes and stored invdiff "
+                    "operator settings of FILE.", ["invdiff info brain_k.h5", "invdiff info CT_small.dcm"])
     info.add_argument("file")
-    info.set_defaults(func=_cmd_info)
     return p
 
 

@@ -65,7 +65,7 @@ DEFAULT_PRIOR = {"mri": "mri-brain-64", "ct": "ct-phantom-64", "scanlines": "ult
                  "superres": "natural-gray-64", "inpaint": "natural-gray-64", "denoise": "natural-gray-64"}
 
 # settings that may hold data rather than a scalar (filled in by the command line from a file)
-_DATA_KEYS = {"mri": ("columns",), "stations": ("positions",), "coarse": (), "ct": ()}
+_DATA_KEYS = {"mri": ("columns",), "stations": ("positions",)}
 
 
 def describe_setups() -> str:

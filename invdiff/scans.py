@@ -214,15 +214,15 @@ def _ismrmrd_header(H: int, W: int) -> str:
     )
 
 
-def default_measurement_suffix(kind: str, clean_path) -> str:
-    """Where a measurement goes when ``--out`` has no suffix: k-space and sinograms in HDF5, stations in netCDF,
-    image-like measurements in the clean file's format."""
-    if kind in ("kspace", "sinogram"):
-        return ".h5"
-    if kind == "stations":
-        return ".nc"
-    p = str(clean_path)
-    return ".nii.gz" if p.endswith(".nii.gz") else (Path(p).suffix or ".npy")
+def _with_suffix(out, like_path, default: str) -> Path:
+    """``out``, or ``out`` plus ``like_path``'s format suffix (``default`` if it has none) when ``out`` has no
+    known format suffix."""
+    from invdiff.io import split_name
+
+    out = Path(out)
+    if split_name(out)[0] is not None:
+        return out
+    return out.with_name(out.name + (split_name(like_path)[2] or default))
 
 
 def simulate(clean_path, operator: str, out, *, prior=None, resize: int | None = None, seed: int = 0,
@@ -252,11 +252,11 @@ def simulate(clean_path, operator: str, out, *, prior=None, resize: int | None =
     op = problems.build(settings, (H, W), lat=lat, lon=lon)
     offset, scale = problems.intensity(stack, pri)
     g = torch.Generator().manual_seed(int(seed))
+    shift = offset * op(torch.ones(op.in_shape, dtype=torch.float64))  # A(offset) of x = offset + scale * u
     ys = []
     for s in range(S):
         u = ((stack[s] - offset) / scale).reshape(op.in_shape)
-        y = op.measure(u, generator=g)
-        ys.append(scale * y + offset * op(torch.ones(op.in_shape, dtype=torch.float64)))
+        ys.append(scale * op.measure(u, generator=g) + shift)
     Y = torch.stack(ys)
     stored = dict(settings)
     if name == "stations":
@@ -264,9 +264,8 @@ def simulate(clean_path, operator: str, out, *, prior=None, resize: int | None =
     if name == "mri":
         stored["columns"] = op.ops[0].mask[0].tolist()
     kind = problems.measurement_kind(name)
-    out = Path(out)
-    if not _has_known_suffix(out):
-        out = out.with_name(out.name + default_measurement_suffix(kind, clean_path))
+    # without a suffix: k-space and sinograms in HDF5, stations in netCDF, images in the clean file's format
+    out = _with_suffix(out, {"kspace": "x.h5", "sinogram": "x.h5", "stations": "x.nc"}.get(kind, clean_path), ".npy")
     lead = [d for i, d in enumerate(scan.dims or ()) if i not in _axes(scan.data.ndim, scan.image_axes)]
     attrs = {
         "invdiff_operator": stored, "invdiff_source": geometry(scan),
@@ -317,13 +316,6 @@ def operator_text(s: dict) -> str:
     """``NAME:key=value,...`` for the scalar settings of ``s`` (data such as masks left out)."""
     kv = ",".join(f"{k}={v}" for k, v in s.items() if k != "name" and not isinstance(v, (list, dict)))
     return f"{s['name']}:{kv}" if kv else s["name"]
-
-
-def _has_known_suffix(path: Path) -> bool:
-    from invdiff.io import FORMATS
-
-    name = path.name.lower()
-    return any(name.endswith(sfx) for sfxs in FORMATS.values() for sfx in sfxs)
 
 
 def _latlon(scan: Scan):
@@ -406,6 +398,8 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
         raise ValueError(f"{input_path}: holds complex data, which the {name} operator does not measure")
     settings = problems.resolve(name, given, stored, source=str(input_path))
     retrospective = scan.kind == "kspace" and (stored is None)  # a fully sampled file: undersample it here
+    if retrospective:
+        settings["columns"] = problems.mri_columns(settings, scan.data.shape[-1]).tolist()
     src = scan.attrs.get("invdiff_source")
     prior_name = prior or scan.attrs.get("invdiff_prior") or problems.DEFAULT_PRIOR[name]
 
@@ -429,12 +423,10 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
     _check_prior_shape(pri, H, W, input_path, prior_name, resize_hint=False)
 
     # every output is checked before the (long) sampling, so a clash fails at once and nothing is half-written
-    out = Path(out)
-    if not _has_known_suffix(out):
-        out = out.with_name(out.name + _default_output_suffix(scan, input_path))
+    out = _with_suffix(out, input_path, ".npz")
     names = ["mean", "std"] + (["samples"] if save_samples else [])
     targets = list(io.output_paths(out, names).values())
-    summary = Path(summary) if summary is not None else out.with_name(_stem(out) + ".json")
+    summary = Path(summary) if summary is not None else out.with_name(io.split_name(out)[1] + ".json")
     extra = [summary] + ([Path(report)] if report is not None else [])
     for p in dict.fromkeys(targets + extra):
         check_writable(p, overwrite)
@@ -468,10 +460,7 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
     ys = _measurements(scan, base_op, kind, input_path) if ks is None else ks
     S = ys.shape[0]
     if retrospective:
-        cols = problems.mri_columns(settings, W)
-        ys = ys * cols.to(ys.real.dtype)
-        settings = {**settings, "columns": cols.tolist()}
-        base_op = None if multicoil else problems.build(settings, (H, W))
+        ys = ys * problems.mri_columns(settings, W).to(ys.real.dtype)
     if not bool(torch.isfinite(torch.view_as_real(ys) if ys.is_complex() else ys).all()):
         raise ScanError(f"{input_path}: the measurement contains NaN or Inf values")
 
@@ -479,18 +468,24 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
     if reference is not None:
         ref_stack, ref_note = _reference_stack(reference, S, H, W)
 
-    def op_for(s):
+    slice_ops = {}  # multi-coil operators built for the intensity estimate, handed on to the sampling loop
+
+    def op_for(s, keep: bool = False):
         if not multicoil:
             return base_op
+        if s in slice_ops:
+            return slice_ops[s] if keep else slice_ops.pop(s)
         from invdiff.operators.mri import estimate_coil_maps
 
         # calibrate on the fully sampled centre columns of this slice's k-space (McKenzie et al. 2002)
-        maps = estimate_coil_maps(ys[s], problems.mri_columns(settings, W))
-        return problems.build(settings, (H, W), coil_maps=maps)
+        op = problems.build(settings, (H, W), coil_maps=estimate_coil_maps(ys[s], problems.mri_columns(settings, W)))
+        if keep:
+            slice_ops[s] = op
+        return op
 
     inten = scan.attrs.get("invdiff_intensity")
     if inten is None:
-        base = torch.stack([problems.baseline(settings, op_for(i), ys[i].to(
+        base = torch.stack([problems.baseline(settings, op_for(i, keep=True), ys[i].to(
             torch.complex128 if ys.is_complex() else torch.float64))[0].real for i in range(min(S, 8))])
         offset, scale = problems.intensity(base, pri)
         intensity_from = "estimated from the classical reconstruction"
@@ -528,7 +523,7 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
     mean, std, smp, base = torch.stack(means), torch.stack(stds), torch.stack(sample_list, 1), torch.stack(bases)
 
     # the output layout: the clean file's geometry when known, else the input's image layout
-    out_fmt = io.detect_format(out) if out.exists() else _format_of(out)
+    out_fmt = io.split_name(out)[0]
     if src is not None:
         like = _like(src, out_fmt)
     elif kind == "image" and name in ("blur", "denoise", "inpaint"):
@@ -579,9 +574,7 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
 def _reference_stack(reference, S: int, H: int, W: int):
     """The reference's images ``(S, H, W)``; images of another size are resampled the way ``simulate --resize``
     resamples (area averaging), which the returned note says."""
-    from invdiff import io
-
-    ref_scan = _image_scan(reference)
+    ref_scan = _image_scan(Path(reference))
     ref = to_stack(ref_scan.data.to(torch.float64), ref_scan.image_axes)
     if ref.shape[0] != S:
         raise ValueError(f"{reference}: the reference has {ref.shape[0]} image(s), the measurement {S}; give the "
@@ -592,17 +585,18 @@ def _reference_stack(reference, S: int, H: int, W: int):
     return _resize(ref, H, W), note
 
 
-def _image_scan(path) -> Scan:
-    """The image array of a file to score against: a k-space file gives its reconstruction_rss / _esc."""
+def _image_scan(path: Path) -> Scan:
+    """The image array of a file to score against: a fastMRI file's reconstruction_rss / _esc rather than its
+    k-space (read by name, so the k-space is never loaded)."""
     from invdiff import io
 
+    if io.detect_format(path) == "fastmri":
+        for name in ("reconstruction_rss", "reconstruction_esc"):
+            scan = _named(path, name)
+            if scan is not None:
+                return scan
     scan = io.read(path)
     if scan.data.is_complex():
-        for name in ("reconstruction_rss", "reconstruction_esc", "mean"):
-            try:
-                return io.read(path, name=name)
-            except ScanError:
-                continue
         raise ValueError(f"{path}: holds complex {scan.kind} data, not an image; give an image file or one with a "
                          "reconstruction_rss dataset")
     return scan
@@ -621,30 +615,6 @@ def _default_zeta(prior, name: str) -> float:
     if scores and problems.DEFAULT_PRIOR.get(name) == card.get("name"):
         return float(max(scores, key=scores.get))
     return 1.0
-
-
-def _format_of(path: Path) -> str:
-    from invdiff.io import FORMATS
-
-    name = path.name.lower()
-    for fmt, sfxs in FORMATS.items():
-        if any(name.endswith(s) for s in sfxs):
-            return fmt
-    raise ValueError(f"{path}: unknown output format; use one of "
-                     f"{', '.join(s for sfxs in FORMATS.values() for s in sfxs)}")
-
-
-def _default_output_suffix(scan: Scan, path: Path) -> str:
-    p = str(path)
-    return ".nii.gz" if p.endswith(".nii.gz") else (Path(p).suffix or ".npz")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for sfx in (".nii.gz",):
-        if name.lower().endswith(sfx):
-            return name[: -len(sfx)]
-    return path.stem
 
 
 def _metrics(x: torch.Tensor, ref: torch.Tensor, samples: torch.Tensor | None = None) -> dict:

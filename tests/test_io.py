@@ -779,6 +779,9 @@ def test_output_paths():
         assert set(io.output_paths(c, ["mean", "std", "samples"]).values()) == {Path(c)}
     assert io.output_paths("series", ["mean", "std"]) == {"mean": Path("series"), "std": Path("series_std")}
     assert set(io.FORMATS) == {"fastmri", "nifti", "dicom", "netcdf", "zarr", "npy", "npz", "png", "tiff"}
+    assert io.split_name("a/Brain.NII.GZ") == ("nifti", "Brain", ".NII.GZ")  # one suffix, case kept
+    assert io.split_name("rec.h5") == ("fastmri", "rec", ".h5")
+    assert io.split_name("notes.txt") == (None, "notes.txt", "") and io.split_name(".npy")[0] is None
 
 
 def _inputs(tmp_path: Path, gen) -> list[Path]:

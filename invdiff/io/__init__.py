@@ -22,7 +22,7 @@ format          suffixes                                     notes
 """
 
 from ._scan import Scan, ScanError
-from ._formats import FORMATS, describe, detect_format, output_paths, read, write, write_results
+from ._formats import FORMATS, describe, detect_format, output_paths, read, split_name, write, write_results
 
 __all__ = ["Scan", "ScanError", "FORMATS", "read", "write", "write_results", "output_paths", "describe",
-           "detect_format"]
+           "detect_format", "split_name"]

@@ -15,7 +15,7 @@ import torch
 from ._common import check_finite, commit, finite_range, fmt_num, public_attrs, to_json, why
 from ._scan import Scan, ScanError
 
-__all__ = ["FORMATS", "detect_format", "read", "write", "write_results", "output_paths", "describe"]
+__all__ = ["FORMATS", "detect_format", "split_name", "read", "write", "write_results", "output_paths", "describe"]
 
 #: format name -> file suffixes (lower case)
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -34,8 +34,10 @@ CONTAINERS = ("fastmri", "netcdf", "zarr", "npz")
 _ALL_SUFFIXES = " ".join(s for sfx in FORMATS.values() for s in sfx)
 
 
-def _split(path: Path) -> tuple[str | None, str, str]:
-    """(format, stem, suffix) from the name alone; the suffix keeps the name's case (``.nii.gz`` is one)."""
+def split_name(path) -> tuple[str | None, str, str]:
+    """``(format, stem, suffix)`` from a path's name alone (``format`` None for an unknown suffix); the suffix
+    keeps the name's case and ``.nii.gz`` is one suffix: ``"brain.nii.gz"`` -> ``("nifti", "brain", ".nii.gz")``."""
+    path = Path(path)
     name = path.name
     low = name.lower()
     best = None
@@ -68,7 +70,7 @@ def detect_format(path) -> str:
         raise ScanError(f"{p}: a broken link (its target does not exist)")
     if not os.access(p, os.R_OK) or (p.is_dir() and not os.access(p, os.X_OK)):
         raise ScanError(f"{p}: permission denied (cannot read it)")
-    fmt, _, suffix = _split(p)
+    fmt, _, suffix = split_name(p)
     if p.is_dir():
         if fmt == "zarr" or any((p / m).exists() for m in ("zarr.json", ".zgroup", ".zattrs")):
             return "zarr"
@@ -137,7 +139,7 @@ def read(path, *, name: str | None = None) -> Scan:
 
 
 def _target_format(path: Path, fallback: str | None) -> str:
-    fmt, _, _ = _split(path)
+    fmt, _, _ = split_name(path)
     if fmt is not None:
         return fmt
     if fallback == "dicom" and not path.suffix:
@@ -191,7 +193,7 @@ def output_paths(path, names: Sequence[str]) -> dict[str, Path]:
         {'mean': 'out.h5', 'std': 'out.h5'}
     """
     path = Path(path)
-    fmt, stem, suffix = _split(path)
+    fmt, stem, suffix = split_name(path)
     names = list(names)
     if fmt in CONTAINERS:
         return {n: path for n in names}
