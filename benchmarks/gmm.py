@@ -36,7 +36,7 @@ from invdiff.priors import GaussianMixture
 
 SETTINGS = {  # method -> (steps, options); fixed for every cell
     "smc": (100, {"particles": 2000}),
-    "split-gibbs": (10, {}),
+    "split-gibbs": (10, {"chains": 8000, "sweeps": 1}),
     "dps": (100, {}),
     "red-diff": (100, {}),
     "daps": (25, {"ode_steps": 4}),

@@ -34,8 +34,9 @@ OPERATORS = {
 @pytest.mark.parametrize("name", sorted(OPERATORS))
 def test_split_gibbs_with_modality_operator(prior, name):
     """Split Gibbs with the operator's closed-form steps gives what it gives with the operator's dense matrix
-    (same seed), and lands near the exact posterior: squared mean error below 10 tr(Cov)/n, pixel-averaged std ratio
-    within 12% (measured: at most 6.8 tr(Cov)/n and 0.93), where ignoring y would be 50 tr(Cov)/n away."""
+    (same seed), and lands near the exact posterior: squared mean error below 6 tr(Cov)/n, pixel-averaged std ratio
+    within 10% (measured over 6 seeds per operator: at most 3.8 tr(Cov)/n, ratios 0.92-0.98), where ignoring y
+    would be 50 tr(Cov)/n away."""
     op = OPERATORS[name]()
     g = torch.Generator().manual_seed(3)
     x = prior.sample(1, generator=g)[0]
@@ -51,9 +52,9 @@ def test_split_gibbs_with_modality_operator(prior, name):
         assert torch.allclose(res.std, res_dense.std, atol=2e-3)
     err2 = float(((res.mean - post.mean) ** 2).sum())
     mc2 = float(post.cov.diagonal().sum()) / n
-    assert err2 < 10 * mc2, (err2, mc2)
+    assert err2 < 6 * mc2, (err2, mc2)
     ratio = float((res.std / post.std).mean())
-    assert abs(ratio - 1) < 0.12, ratio
+    assert abs(ratio - 1) < 0.1, ratio
     assert float(((prior.mean - post.mean) ** 2).sum()) > 50 * mc2
 
 

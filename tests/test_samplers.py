@@ -134,17 +134,18 @@ def gaussian_image_problem():
     return prior, op, y, prior.exact_posterior(op, y)
 
 
-@pytest.mark.parametrize("method,opts", [("smc", {"particles": 4096}), ("split-gibbs", {})])
-def test_gaussian_image_posterior_mean_and_std(gaussian_image_problem, method, opts):
-    """256 pixels, 256 blurred measurements. The sampler's mean is as accurate as the mean of n/5 exact draws
-    (squared error below 5 tr(Cov)/n, the Monte Carlo error of the exact mean at a fifth of the draws: weights
-    and resampling cost efficiency), and the pixel-averaged std ratio is within 10% of 1."""
+@pytest.mark.parametrize("method,opts,tol", [("smc", {"particles": 4096}, 5.0), ("split-gibbs", {}, 3.0)])
+def test_gaussian_image_posterior_mean_and_std(gaussian_image_problem, method, opts, tol):
+    """256 pixels, 256 blurred measurements. The sampler's mean is as accurate as the mean of n/tol exact draws
+    (squared error below tol * tr(Cov)/n, tr(Cov)/n being the Monte Carlo error of the mean of n exact draws:
+    weights and resampling cost efficiency), and the pixel-averaged std ratio is within 10% of 1. Measured over
+    10 seeds, split Gibbs: 1.4-2.1 tr(Cov)/n, std ratio 0.96-0.97; SMC over 30 (problem, seed) runs: median 3.4."""
     prior, op, y, post = gaussian_image_problem
     n = 512
     res = invdiff.sample(prior, op, y, method, n=n, seed=0, **opts)
     err2 = float(((res.mean - post.mean) ** 2).sum())
     mc2 = float(post.cov.diagonal().sum()) / n
-    assert err2 < 5 * mc2, (err2, mc2)
+    assert err2 < tol * mc2, (err2, mc2)
     ratio = float((res.std / post.std).mean())
     assert abs(ratio - 1) < 0.1, ratio
     prior_mean_err2 = float(((prior.mean - post.mean) ** 2).sum())
@@ -283,3 +284,36 @@ def test_split_gibbs_ladder_always_progresses():
     assert float(res.diagnostics["rho"][-1]) <= 0.1 * 1e-3 * (1 + 1e-9)  # the noise-aware rho_min
     mean, cov = post.moments()
     assert ((res.mean - mean).abs() < 5 * (cov.diagonal() / 1000).sqrt() * math.sqrt(3)).all(), (res.mean, mean)
+
+
+def test_split_gibbs_chains_beyond_n_find_a_rare_mode():
+    """The data favour a mode of prior weight 2%: with n = 500 chains about 10 carry half the posterior, so the
+    mode weights are noisy; with ``chains=8000`` about 160 do. The n returned samples' mode weights are within 4
+    standard errors of the exact ones (binomial error of n draws plus that of the ~chains*w_prior chains in the
+    rare mode); a sampler that ignored y would put 2% there."""
+    means = torch.tensor([[-6.0, 0.0], [6.0, 0.0], [0.0, 6.0]], dtype=F64)
+    prior = GaussianMixture(means, torch.tensor([0.49, 0.49, 0.02], dtype=F64), 1.0)
+    op = MatrixOperator(torch.tensor([[0.0, 1.0]], dtype=F64), noise=GaussianNoise(2.0))
+    y = torch.tensor([6.0], dtype=F64)
+    post = prior.exact_posterior(op, y)
+    rare = float(post.weights[2])
+    assert 0.3 < rare < 0.8, rare  # the rare prior mode carries much of the posterior
+    n, chains = 500, 8000
+    res = invdiff.sample(prior, op, y, "split-gibbs", n=n, seed=0, chains=chains)
+    assert res.samples.shape == (n, 2) and res.diagnostics["chains"] == chains
+    frac = float((post.responsibilities(res.samples).argmax(-1) == 2).to(F64).mean())
+    se = math.sqrt(rare * (1 - rare) / n + rare * (1 - rare) / (chains * 0.02))
+    assert abs(frac - rare) < 4 * se, (frac, rare, se)
+    assert abs(0.02 - rare) > 4 * se  # ignoring y fails
+
+
+def test_split_gibbs_rejects_bad_settings():
+    prior = Gaussian(torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    op = MatrixOperator(torch.eye(2, dtype=F64), noise=GaussianNoise(0.5))
+    y = torch.tensor([1.0, -1.0], dtype=F64)
+    with pytest.raises(ValueError, match="chains=10 is fewer than the n=20"):
+        invdiff.sample(prior, op, y, "split-gibbs", n=20, seed=0, chains=10)
+    with pytest.raises(ValueError, match="init must be 'ode' or 'ancestral'"):
+        invdiff.sample(prior, op, y, "split-gibbs", n=20, seed=0, init="euler")
+    with pytest.raises(ValueError, match="init_sigma"):
+        invdiff.sample(prior, op, y, "split-gibbs", n=20, seed=0, init_sigma=-1.0)

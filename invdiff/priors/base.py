@@ -52,7 +52,11 @@ class Prior(nn.Module):
         shape: shape of one sample, ``(d,)`` for vectors or ``(C, H, W)`` for images.
         sigma_min, sigma_max: the noise range the prior is valid on (samplers integrate between them).
         sigma_data: the data's typical per-coordinate standard deviation.
+        exact_denoiser: ``True`` for priors whose ``denoise`` is exact at every noise level, also above
+            ``sigma_max`` (the analytic Gaussian priors); learned priors are only trusted on their noise range.
     """
+
+    exact_denoiser = False
 
     def __init__(self, shape, *, sigma_min: float, sigma_max: float, sigma_data: float):
         super().__init__()

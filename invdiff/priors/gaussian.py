@@ -132,6 +132,8 @@ class GaussianMixture(Prior):
         tensor([[2.1000]])
     """
 
+    exact_denoiser = True
+
     def __init__(self, means, weights, covs, *, sigma_min=None, sigma_max=None, sigma_data=None):
         dtype = _float_dtype(means, covs)
         means = torch.as_tensor(means, dtype=dtype)
@@ -305,6 +307,8 @@ class Gaussian(Prior):
         >>> g.denoise(torch.tensor([2.0, -2.0]), 1.0)  # shrink by 1 / (1 + sigma^2)
         tensor([ 1., -1.])
     """
+
+    exact_denoiser = True
 
     def __init__(self, mean, cov, *, sigma_min=None, sigma_max=None, sigma_data=None):
         dtype = _float_dtype(mean, cov)

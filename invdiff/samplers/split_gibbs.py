@@ -16,7 +16,9 @@ the posterior with a likelihood blurred by :math:`\rho`; it tends to :math:`p(x 
 Annealing alone freezes each chain in the mode it holds while :math:`\rho` is still large, so mode weights would
 reflect the blurred likelihood (and the bias of a few-step prior step, which picks modes too greedily at
 intermediate noise). The ``n`` chains therefore form a sequential Monte Carlo sampler over the :math:`\rho`
-ladder (Del Moral, Doucet & Jasra 2006): they start as prior draws weighted by :math:`L_{\rho_{max}}`, where
+ladder (Del Moral, Doucet & Jasra 2006): they start as prior draws (the EDM probability-flow ODE, Heun's method,
+whose mode weights converge at second order, unlike a first-order ancestral sampler's) weighted by
+:math:`L_{\rho_{max}}`, where
 
 .. math::
     L_\rho(x) = \int p(y\mid z)\,\mathcal N(z; x, \rho^2 I)\,dz = \mathcal N(y; Ax, \Sigma_y + \rho^2 AA^T)
@@ -26,8 +28,13 @@ gradients in measurement space otherwise); each decrease
 of :math:`\rho` multiplies the weights by :math:`L_{\rho'}(x)/L_\rho(x)`, with :math:`\rho'` chosen adaptively
 so that the conditional ESS stays above ``cess`` (Zhou, Johansen & Aston 2016); chains are resampled when
 their ESS drops and then moved by a Gibbs sweep at the new :math:`\rho` (only then: every sweep applies the
-few-step prior step, whose bias no weight corrects). At ``rho_min`` the weights are equalised
-and ``steps`` further sweeps decorrelate the chains. For nonlinear operators :math:`L_\rho` is intractable: they
+few-step prior step, whose bias no weight corrects). At ``rho_min`` the ``chains`` weighted chains are resampled
+to the ``n`` returned samples and ``steps`` further sweeps decorrelate them.
+
+Where the posterior puts its mass on modes the prior rarely visits, the chains that carry the answer are few
+(a mode of prior weight 1.5% holding half the posterior mass gets 30 of 2,000 chains), and the Monte Carlo
+error of the mode weights is what remains. ``chains`` larger than ``n`` buys it down at the cost of the
+initial draws and the ladder only: the final sweeps run on ``n``. For nonlinear operators :math:`L_\rho` is intractable: they
 run plain annealed split Gibbs on a fixed geometric ladder (a sweep per level, no weights), which is
 approximate for multimodal posteriors.
 
@@ -54,6 +61,7 @@ from invdiff.schedules import karras_sigmas
 
 from .base import (
     Sampler,
+    StackedRandn,
     ancestral_coefficients,
     dense_svd,
     effective_sample_size,
@@ -70,15 +78,29 @@ class SplitGibbs(Sampler):
     """Split Gibbs / PnP-DM with an adaptive coupling ladder (module docstring).
 
     Args:
+        chains: number of chains in the SMC population over the coupling ladder (default ``n``, at least ``n``);
+            the ``n`` samples are drawn from them by resampling at ``rho_min`` (linear Gaussian operators only;
+            nonlinear ones run ``n`` chains).
         rho_max: initial coupling (default ``prior.sigma_max``, where the blurred likelihood is nearly flat;
             nonlinear operators default to ``20 * prior.sigma_data``).
         rho_min: final coupling (default ``min(0.02 * prior.sigma_data, 0.1 * min(noise std) / ||A||)``, so the
             blurred likelihood's variance is within 1% of the true one); smaller is more exact, mixes slower.
         cess: each next coupling is the smallest whose weight update keeps the conditional effective sample
             size at least ``cess * n`` (bisection); higher means more, gentler levels.
-        sweeps: Gibbs sweeps at an intermediate level where the chains were resampled (they stay put otherwise).
-        inner_steps: ancestral steps of each prior step (two denoiser evaluations each).
-        init_steps: ancestral steps of the initial prior draws (from ``prior.sigma_max``).
+        sweeps: Gibbs sweeps at an intermediate level where the chains were resampled (they stay put otherwise):
+            they separate the resampled duplicates while the coupling is still large enough to move them (the
+            sweeps at ``rho_min`` barely can). On a 256-pixel Gaussian posterior, 3 instead of 1 cut the squared
+            error of the mean from about 10 to 3 times the Monte Carlo error of as many exact draws.
+        inner_steps: ancestral steps of each prior step (two denoiser evaluations each) at ``rho_min``; a prior
+            step from a larger coupling takes ``inner_steps`` more per decade of ``rho / rho_min``.
+        init: how the initial prior draws are made: ``"ode"`` (Heun's method on the probability-flow ODE,
+            ``2 * init_steps - 1`` denoiser calls) or ``"ancestral"`` (variance-corrected ancestral steps,
+            ``2 * init_steps`` calls; first order in the step, so its mode weights need many more steps).
+        init_steps: steps of the initial prior draws (default 32 for ``"ode"``, 100 for ``"ancestral"``).
+        init_sigma: noise level the initial draws start from, as :math:`\mathcal N(0, \sigma^2 I)` (default
+            ``prior.sigma_max``; for priors whose denoiser is exact at any noise level, ``prior.exact_denoiser``,
+            ``4 * prior.sigma_max``, where that Gaussian is closer to the noised prior: a deterministic ODE keeps
+            the start's mismatch in its mode weights).
         ess_threshold: resample the chains when their ESS falls below this fraction of ``n``.
         max_levels: cap on the adaptive ladder's length.
         levels: length of the fixed geometric ladder used for nonlinear operators.
@@ -94,16 +116,26 @@ class SplitGibbs(Sampler):
     name = "split-gibbs"
     default_steps = 20
 
-    def __init__(self, rho_max: float | None = None, rho_min: float | None = None, *, cess: float = 0.9,
-                 sweeps: int = 1, inner_steps: int = 3, init_steps: int = 100, ess_threshold: float = 0.5,
+    def __init__(self, rho_max: float | None = None, rho_min: float | None = None, *, chains: int | None = None,
+                 cess: float = 0.9, sweeps: int = 3, inner_steps: int = 3, init: str = "ode",
+                 init_steps: int | None = None, init_sigma: float | None = None, ess_threshold: float = 0.5,
                  max_levels: int = 500, levels: int = 50, cg_max_iter: int = 100, langevin_steps: int = 20,
                  langevin_lr: float = 0.1):
         if not 0 < cess < 1 or not 0 < ess_threshold <= 1:
             raise ValueError(f"need 0 < cess < 1 and 0 < ess_threshold <= 1, got {cess}, {ess_threshold}")
+        if init not in ("ode", "ancestral"):
+            raise ValueError(f"init must be 'ode' or 'ancestral', got {init!r}")
+        if init_steps is None:
+            init_steps = 32 if init == "ode" else 100
         if min(sweeps, inner_steps, init_steps, max_levels, levels, cg_max_iter, langevin_steps) < 1 or langevin_lr <= 0:
             raise ValueError("sweeps, inner_steps, init_steps, max_levels, levels, cg_max_iter and langevin_steps "
                              "must be >= 1 and langevin_lr > 0")
+        if chains is not None and (int(chains) != chains or chains < 1):
+            raise ValueError(f"chains must be a positive integer, got {chains!r}")
+        if init_sigma is not None and not (0 < init_sigma < math.inf):
+            raise ValueError(f"init_sigma must be positive and finite, got {init_sigma!r}")
         self.rho_max, self.rho_min, self.cess, self.sweeps = rho_max, rho_min, float(cess), int(sweeps)
+        self.chains, self.init, self.init_sigma = None if chains is None else int(chains), init, init_sigma
         self.inner_steps, self.init_steps, self.ess_threshold = int(inner_steps), int(init_steps), float(ess_threshold)
         self.max_levels, self.levels, self.cg_max_iter = int(max_levels), int(levels), int(cg_max_iter)
         self.langevin_steps, self.langevin_lr = int(langevin_steps), float(langevin_lr)
@@ -143,6 +175,25 @@ class SplitGibbs(Sampler):
             probe = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
             r2 = posterior_variance(ctx.denoise, x, x0, s, len(ctx.shape), probe)
             x = x0 + c * (x - x0) + (s_up**2 + (1 - c) ** 2 * r2).sqrt() * ctx.randn()
+        return x
+
+    def _initial_draws(self, ctx):
+        r"""``ctx.n`` prior draws: Heun's method on the probability-flow ODE (or variance-corrected ancestral steps)
+        from :math:`\mathcal N(0, \sigma_{init}^2 I)`."""
+        prior = ctx.prior
+        top = self.init_sigma
+        if top is None:
+            top = (4.0 if getattr(prior, "exact_denoiser", False) else 1.0) * prior.sigma_max
+        x = top * ctx.randn()
+        if self.init == "ancestral":
+            return self._prior_step(ctx, x, top, self.init_steps)
+        sig = karras_sigmas(self.init_steps, prior.sigma_min, top).tolist()
+        for s, s_next in zip(sig[:-1], sig[1:]):
+            d = (x - ctx.denoise(x, s)) / s
+            x_next = x + (s_next - s) * d
+            if s_next > 0:  # Heun's correction on every step but the last (to sigma = 0)
+                x_next = x + (s_next - s) * 0.5 * (d + (x_next - ctx.denoise(x_next, s_next)) / s_next)
+            x = x_next
         return x
 
     def _log_marginal(self, ctx, x, rho):
@@ -204,18 +255,26 @@ class SplitGibbs(Sampler):
             raise FloatingPointError(f"split-gibbs: no coupling below rho={rho:.4g} keeps the chains' weights usable")
         return math.exp(b), best
 
-    def _sweep(self, ctx, x, rho, level):
+    def _inner_steps(self, ctx, rho):
+        """Ancestral steps of a prior step at coupling ``rho``: ``inner_steps`` per decade of ``rho / rho_min``
+        (and ``inner_steps`` at ``rho_min``). A few steps from a large ``rho`` pick modes too greedily (towards
+        the heavy ones), and that bias is not weighted away; sweeps at large ``rho`` are few, so the extra steps
+        cost little."""
+        decades = max(0.0, math.log10(rho / self._rho_min(ctx.prior, ctx)))
+        return self.inner_steps * (1 + math.ceil(decades - 1e-9))
+
+    def _sweep(self, ctx, x, rho, level, inner=None):
         z = gaussian_conditional(ctx, x, rho, langevin_steps=self.langevin_steps, langevin_lr=self.langevin_lr)
         ctx.check(z, level, rho, "z (likelihood step)")
-        x = self._prior_step(ctx, z, rho, self.inner_steps)
+        x = self._prior_step(ctx, z, rho, self._inner_steps(ctx, rho) if inner is None else inner)
         ctx.check(x, level, rho, "x (prior step)")
         return x
 
     def _annealed(self, ctx, x):
         """Nonlinear operators: plain annealed split Gibbs on a geometric ladder, a sweep per level."""
         rhos = self.rho_schedule(ctx.prior, self.levels).tolist() + [self._rho_min(ctx.prior)] * (ctx.steps - 1)
-        for i, rho in enumerate(ctx.bar(rhos, total=len(rhos))):
-            x = self._sweep(ctx, x, rho, i)
+        for i, rho in enumerate(ctx.bar(rhos, total=len(rhos))):  # a sweep per level: inner_steps each
+            x = self._sweep(ctx, x, rho, i, self.inner_steps)
         return x, {"rho": torch.tensor(rhos, dtype=torch.float64), "levels": self.levels}
 
     def _run(self, ctx):
@@ -223,8 +282,12 @@ class SplitGibbs(Sampler):
 
         op = ctx.operator
         marginal = isinstance(op, LinearOperator) and isinstance(op.noise, GaussianNoise)
-        # prior draws by variance-corrected ancestral steps from the prior's top noise level
-        x = self._prior_step(ctx, ctx.prior.sigma_max * ctx.randn(), ctx.prior.sigma_max, self.init_steps)
+        n_out = ctx.n
+        if self.chains is not None and self.chains < n_out:
+            raise ValueError(f"split-gibbs: chains={self.chains} is fewer than the n={n_out} samples asked for")
+        if marginal and self.chains is not None:
+            ctx.n = self.chains  # the population; the n samples are resampled from it at rho_min
+        x = self._initial_draws(ctx)
         ctx.check(x, 0, ctx.prior.sigma_max, "x (initial prior draws)")
         if not marginal:
             return self._annealed(ctx, x)
@@ -259,7 +322,13 @@ class SplitGibbs(Sampler):
             ess_trace.append(ess)
             last_level = rho <= rho_min
             moved = False
-            if ess < self.ess_threshold * ctx.n or (last_level and float(logw.max() - logw.min()) > 0):
+            if last_level and ctx.n != n_out:  # the population becomes the n samples
+                anc = systematic_resample(logw[None], n_out, ctx.generator)[0]
+                x, logw, log_l = x[anc], torch.zeros(n_out, dtype=logw.dtype, device=logw.device), None
+                resampled.append(len(ess_trace) - 1)
+                ctx.n, ctx._stacked = n_out, StackedRandn(ctx.seed + 1, n_out, ctx.device)  # fresh streams
+                moved = True
+            elif ess < self.ess_threshold * ctx.n or (last_level and float(logw.max() - logw.min()) > 0):
                 anc = systematic_resample(logw[None], ctx.n, ctx.generator)[0]
                 x = x[anc]
                 log_l = log_l[anc] if log_l is not None else None
@@ -280,5 +349,5 @@ class SplitGibbs(Sampler):
             if moved:  # the chains changed: their blurred likelihood must be recomputed
                 log_l = self._log_marginal(ctx, x, rho)
         return x, {"rho": torch.tensor(ladder, dtype=torch.float64), "ess": torch.tensor(ess_trace),
-                   "resampled": resampled, "levels": len(ladder)}
+                   "resampled": resampled, "levels": len(ladder), "chains": self.chains or n_out}
 
