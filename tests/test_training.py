@@ -49,7 +49,7 @@ def test_edm_loss_is_one_for_the_optimal_gaussian_denoiser():
     # a denoiser that ignores the data's mean is off by (m / sd)^2-ish: the check has power
     off = UNetPrior((1, 16, 16), sigma_data=0.3, data_mean=0.0, **NET).double()
     x = 0.4 + 0.3 * torch.randn(64, 1, 16, 16, generator=g, dtype=torch.float64)
-    assert float(edm_loss(off, x, torch.full((64,), 0.3, dtype=torch.float64), torch.randn_like(x))) > 1.5
+    assert float(edm_loss(off, x, torch.full((64,), 0.3, dtype=torch.float64), torch.randn_like(x)).detach()) > 1.5
 
 
 def test_prior_for_data_statistics():

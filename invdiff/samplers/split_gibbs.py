@@ -75,7 +75,7 @@ __all__ = ["SplitGibbs"]
 
 
 class SplitGibbs(Sampler):
-    """Split Gibbs / PnP-DM with an adaptive coupling ladder (module docstring).
+    r"""Split Gibbs / PnP-DM with an adaptive coupling ladder (module docstring).
 
     Args:
         chains: number of chains in the SMC population over the coupling ladder (default ``n``, at least ``n``);
