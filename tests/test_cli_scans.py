@@ -415,7 +415,10 @@ def test_interrupted_run_leaves_nothing(work, brain_nifti):
     before = set(os.listdir(work))
     env = {**os.environ, "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
     p = subprocess.Popen([str(INVDIFF), "reconstruct", str(k), "--out", str(work / "int_rec.h5"), "--steps", "500",
-                          "--samples", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                          "--samples", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         # a shell without job control starts background jobs with SIGINT ignored, and the child
+                         # would inherit that (Python then installs no KeyboardInterrupt handler): restore it
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     t0 = time.time()
     while "slices" not in seen and "%" not in seen and time.time() - t0 < 120:
