@@ -70,6 +70,7 @@ from .base import (
     posterior_variance,
     systematic_resample,
 )
+from .unconditional import heun_ode
 
 __all__ = ["SplitGibbs"]
 
@@ -187,14 +188,7 @@ class SplitGibbs(Sampler):
         x = top * ctx.randn()
         if self.init == "ancestral":
             return self._prior_step(ctx, x, top, self.init_steps)
-        sig = karras_sigmas(self.init_steps, prior.sigma_min, top).tolist()
-        for s, s_next in zip(sig[:-1], sig[1:]):
-            d = (x - ctx.denoise(x, s)) / s
-            x_next = x + (s_next - s) * d
-            if s_next > 0:  # Heun's correction on every step but the last (to sigma = 0)
-                x_next = x + (s_next - s) * 0.5 * (d + (x_next - ctx.denoise(x_next, s_next)) / s_next)
-            x = x_next
-        return x
+        return heun_ode(ctx.denoise, x, karras_sigmas(self.init_steps, prior.sigma_min, top).tolist())
 
     def _log_marginal(self, ctx, x, rho):
         """log L_rho(x) = log N(y; A x, Sigma_y + rho^2 A A^H) up to a constant, per chain (linear Gaussian).

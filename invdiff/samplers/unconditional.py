@@ -16,7 +16,20 @@ import torch
 
 from invdiff.schedules import karras_sigmas
 
-__all__ = ["unconditional"]
+__all__ = ["unconditional", "heun_ode"]
+
+
+def heun_ode(denoise, x: torch.Tensor, sigmas) -> torch.Tensor:
+    """Integrate the probability-flow ODE from ``x`` at ``sigmas[0]`` down the decreasing grid ``sigmas`` (a list
+    of floats) by Heun's method, with the correction on every step but one that ends at sigma = 0."""
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        d = (x - denoise(x, s)) / s
+        x_next = x + (s_next - s) * d
+        if s_next > 0:
+            d_next = (x_next - denoise(x_next, s_next)) / s_next
+            x_next = x + (s_next - s) * 0.5 * (d + d_next)
+        x = x_next
+    return x
 
 
 @torch.no_grad()
@@ -38,13 +51,5 @@ def unconditional(prior, n: int, *, steps: int = 32, seed: int = 0, batch_size: 
         count = min(batch_size, n - start)
         x = torch.stack([torch.randn(prior.shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + start + k),
                                      dtype=torch.float64) for k in range(count)]).to(device=device, dtype=dtype)
-        x = x * sigmas[0]
-        for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-            d = (x - prior.denoise(x, s)) / s
-            x_next = x + (s_next - s) * d
-            if s_next > 0:
-                d_next = (x_next - prior.denoise(x_next, s_next)) / s_next
-                x_next = x + (s_next - s) * 0.5 * (d + d_next)
-            x = x_next
-        out.append(x)
+        out.append(heun_ode(prior.denoise, x * sigmas[0], sigmas))
     return torch.cat(out)
