@@ -102,6 +102,11 @@ def test_dicom_results_keep_patient_and_study_with_new_series(tmp_path, gen):
     written = io.write_results(out, {"mean": mean, "std": std, "samples": samples}, like=ct)
     assert written == [out, tmp_path / "rec_std.dcm", tmp_path / "rec_samples.dcm"]
     assert out.is_file() and (tmp_path / "rec_samples.dcm").is_dir()
+    # outputs get the permissions open() and mkdir() would give, not the private 0600 / 0700 of temporary files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o666 & ~umask
+    assert ((tmp_path / "rec_samples.dcm").stat().st_mode & 0o777) == 0o777 & ~umask
     orig = pydicom.dcmread(path)
     uids = set()
     for name, x in (("mean", mean), ("std", std)):

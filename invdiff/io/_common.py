@@ -22,15 +22,13 @@ import contextlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
-from .._files import atomic_path, check_writable
+from .._files import atomic_dir, atomic_path, check_writable
 from ._scan import Scan, ScanError
 
 META_KEY = "invdiff_meta"  #: attribute holding the meta JSON in HDF5 / netCDF / zarr
@@ -349,33 +347,6 @@ def result_scan(like: Scan, name: str, a: np.ndarray) -> Scan:
 # ---------------------------------------------------------------------------------------------------------------
 # All-or-nothing commits
 # ---------------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_dir(path: Path):
-    """Yield an empty temporary folder beside ``path``; on success it replaces ``path``, on error it is removed."""
-    path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    try:
-        yield tmp
-        old = None
-        if path.is_dir() and not path.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.rmdir(old)
-            os.replace(path, old)
-        elif path.exists() or path.is_symlink():
-            os.unlink(path)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.replace(old, path)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 #: one output: (target path, is a folder, function writing it into a temporary path)
 Job = tuple[Path, bool, Callable[[Path], None]]
 
