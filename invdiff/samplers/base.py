@@ -34,10 +34,10 @@ class StackedRandn:
     Samples are grouped in fixed chunks of ``chunk``; chunk ``j`` has its own generator seeded from
     ``numpy.random.SeedSequence(seed).spawn``, and always draws all its rows. Sample ``k``'s noise therefore
     depends only on ``(seed, k)`` (the idea of EDM's ``StackedRandomGenerator``) at the cost of one generator
-    call per chunk, not per sample.
+    call per chunk, not per sample. ``seed`` is an int or a tuple of ints (``SeedSequence`` entropy).
     """
 
-    def __init__(self, seed: int, n: int, device, chunk: int = 64):
+    def __init__(self, seed: int | tuple[int, ...], n: int, device, chunk: int = 64):
         self.n, self.chunk, self.device = n, chunk, device
         children = np.random.SeedSequence(seed).spawn(-(-n // chunk))
         self.gens = [torch.Generator(device=device).manual_seed(int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)))
@@ -241,6 +241,7 @@ class _Context:
         self.nfe = 0
         self._gen: torch.Generator | None = None
         self._stacked: StackedRandn | None = None
+        self._resized = 0
 
     @property
     def generator(self) -> torch.Generator:
@@ -255,6 +256,12 @@ class _Context:
         if self._stacked is None:
             self._stacked = StackedRandn(self.seed, self.n, self.device)
         return self._stacked.randn(self.shape, self.dtype)
+
+    def resize(self, n: int) -> None:
+        """Continue with ``n`` samples (a population resampled down to the samples asked for): :meth:`randn` then
+        draws from fresh streams, independent of every stream used so far and of other seeds' streams."""
+        self._resized += 1
+        self.n, self._stacked = int(n), StackedRandn((self.seed, self._resized), int(n), self.device)
 
     def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
         """The prior's denoiser, counted: one NFE per call (per sample)."""

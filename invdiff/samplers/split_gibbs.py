@@ -61,7 +61,6 @@ from invdiff.schedules import karras_sigmas
 
 from .base import (
     Sampler,
-    StackedRandn,
     ancestral_coefficients,
     dense_svd,
     effective_sample_size,
@@ -184,7 +183,7 @@ class SplitGibbs(Sampler):
         prior = ctx.prior
         top = self.init_sigma
         if top is None:
-            top = (4.0 if getattr(prior, "exact_denoiser", False) else 1.0) * prior.sigma_max
+            top = (4.0 if prior.exact_denoiser else 1.0) * prior.sigma_max
         x = top * ctx.randn()
         if self.init == "ancestral":
             return self._prior_step(ctx, x, top, self.init_steps)
@@ -316,19 +315,17 @@ class SplitGibbs(Sampler):
             ess_trace.append(ess)
             last_level = rho <= rho_min
             moved = False
-            if last_level and ctx.n != n_out:  # the population becomes the n samples
-                anc = systematic_resample(logw[None], n_out, ctx.generator)[0]
-                x, logw, log_l = x[anc], torch.zeros(n_out, dtype=logw.dtype, device=logw.device), None
-                resampled.append(len(ess_trace) - 1)
-                ctx.n, ctx._stacked = n_out, StackedRandn(ctx.seed + 1, n_out, ctx.device)  # fresh streams
-                moved = True
-            elif ess < self.ess_threshold * ctx.n or (last_level and float(logw.max() - logw.min()) > 0):
-                anc = systematic_resample(logw[None], ctx.n, ctx.generator)[0]
+            count = n_out if last_level else ctx.n  # at rho_min the population becomes the n samples
+            if (count != ctx.n or ess < self.ess_threshold * ctx.n
+                    or (last_level and float(logw.max() - logw.min()) > 0)):
+                anc = systematic_resample(logw[None], count, ctx.generator)[0]
                 x = x[anc]
                 log_l = log_l[anc] if log_l is not None else None
-                logw = torch.zeros_like(logw)
+                logw = torch.zeros(count, dtype=logw.dtype, device=logw.device)
                 resampled.append(len(ess_trace) - 1)
                 moved = True
+                if count != ctx.n:
+                    ctx.resize(count)
             # chains move only to rejuvenate after resampling: each sweep applies the (slightly biased) few-step
             # prior step, and no weight corrects a kernel's bias, so sweeps are spent only where needed
             for _ in range(ctx.steps if last_level else (self.sweeps if moved else 0)):
