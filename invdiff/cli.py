@@ -68,22 +68,22 @@ def _options(pairs) -> dict:
     """``--option key=value`` pairs as sampler keyword arguments (numbers parsed, true/false/none understood)."""
     out = {}
     for item in pairs or []:
-        key, eq, value = item.partition("=")
+        key, eq, value = (part.strip() for part in item.partition("="))
         if not eq or not key:
             raise ValueError(f"--option takes key=value, got {item!r}")
-        low = value.strip().lower()
+        low = value.lower()
         if low in ("true", "false"):
-            out[key.strip()] = low == "true"
+            out[key] = low == "true"
         elif low == "none":
-            out[key.strip()] = None
+            out[key] = None
         else:
             try:
-                out[key.strip()] = int(value)
+                out[key] = int(value)
             except ValueError:
                 try:
-                    out[key.strip()] = float(value)
+                    out[key] = float(value)
                 except ValueError:
-                    out[key.strip()] = value
+                    out[key] = value
     return out
 
 

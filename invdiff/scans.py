@@ -86,7 +86,7 @@ def _from_jsonable_coord(v):
     return np.asarray(v)
 
 
-def geometry(scan: Scan, shape=None) -> dict:
+def geometry(scan: Scan) -> dict:
     """The JSON-able geometry of ``scan`` (format, shape, dims, image axes, spacing, affine, coordinates, units,
     and the attributes that are not invdiff's own)."""
     attrs = {k: v for k, v in scan.attrs.items() if not k.startswith("_") and k not in _SKIP_ATTRS}
@@ -96,7 +96,7 @@ def geometry(scan: Scan, shape=None) -> dict:
         attrs = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float, bool))}
     return {
         "format": scan.format, "name": scan.name,
-        "shape": list(shape if shape is not None else scan.data.shape),
+        "shape": list(scan.data.shape),
         "dims": list(scan.dims) if scan.dims else None,
         "image_axes": [int(i) % scan.data.ndim for i in scan.image_axes],
         "spacing": _jsonable(list(scan.spacing)) if scan.spacing is not None else None,
@@ -168,30 +168,25 @@ def _resize(stack: torch.Tensor, H: int, W: int) -> torch.Tensor:
 
 
 # -- priors -----------------------------------------------------------------------------------------------------
-def load_prior(name_or_path, device="cpu"):
-    """A bundled prior by name or a checkpoint by path, on ``device``; a clear error for an unknown one."""
+def load_prior(name_or_path):
+    """A bundled prior by name or a checkpoint by path, on the CPU; a clear error for an unknown one."""
     from invdiff import priors
 
-    prior = priors.load(name_or_path, map_location="cpu")
-    return prior.to(device).eval()
+    return priors.load(name_or_path, map_location="cpu").eval()
 
 
 def _check_prior_shape(prior, H: int, W: int, path, name: str, resize_hint: bool) -> None:
     shape = tuple(prior.shape)
     if shape[-2:] == (H, W) and len(shape) == 3 and shape[0] == 1:
         return
-    fits = [n for n, card in _available().items() if tuple(card["config"]["shape"])[-2:] == (H, W)]
+    from invdiff import priors
+
+    fits = [n for n, card in priors.available().items() if tuple(card["config"]["shape"])[-2:] == (H, W)]
     hint = (f"resize the clean images with --resize {shape[-1]}" if resize_hint else
             f"make the measurement at {shape[-2]}x{shape[-1]} from the clean images (invdiff simulate CLEAN "
             f"--resize {shape[-1]}; for a fastMRI file, CLEAN can be the file with --dataset reconstruction_rss)")
     more = f"; priors for {H}x{W}: {', '.join(fits)}" if fits else f"; or train a {H}x{W} prior (invdiff train)"
     raise ValueError(f"{path}: images are {H}x{W} but the prior {name} expects {shape[-2]}x{shape[-1]}: {hint}{more}")
-
-
-def _available() -> dict:
-    from invdiff import priors
-
-    return priors.available()
 
 
 # -- simulate ---------------------------------------------------------------------------------------------------
@@ -304,8 +299,7 @@ def simulate(clean_path, operator: str, out, *, prior=None, resize: int | None =
                                   if k not in [scan.dims[i] for i in _axes(scan.data.ndim, scan.image_axes)]}
             if scan.dims else {})
         meas = geo.replace(data=data, kind="image", name="measurement",
-                           attrs={**{k: v for k, v in scan.attrs.items() if k.startswith("_") or k not in _SKIP_ATTRS},
-                                  **attrs})
+                           attrs={**scan.attrs, **attrs})  # invdiff's own keys replaced by this run's
     written = io.write(out, meas, overwrite=overwrite)
     log(f"measurement: {written} ({kind}, {S} slice{'s' * (S != 1)} of {H}x{W}, operator "
         f"{operator_text(stored)}, prior {prior_name})")
@@ -398,8 +392,10 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
         raise ValueError(f"{input_path}: holds complex data, which the {name} operator does not measure")
     settings = problems.resolve(name, given, stored, source=str(input_path))
     retrospective = scan.kind == "kspace" and (stored is None)  # a fully sampled file: undersample it here
+    columns = None  # a fully sampled file's mask, chosen once
     if retrospective:
-        settings["columns"] = problems.mri_columns(settings, scan.data.shape[-1]).tolist()
+        columns = problems.mri_columns(settings, scan.data.shape[-1])
+        settings["columns"] = columns.tolist()
     src = scan.attrs.get("invdiff_source")
     prior_name = prior or scan.attrs.get("invdiff_prior") or problems.DEFAULT_PRIOR[name]
 
@@ -417,7 +413,7 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
         H, W = st.shape[-2] * settings["factor"], st.shape[-1] * settings["factor"]
     else:
         H, W = None, None
-    pri = load_prior(prior_name, device="cpu")
+    pri = load_prior(prior_name)
     if H is None:
         H, W = tuple(pri.shape[-2:])
     _check_prior_shape(pri, H, W, input_path, prior_name, resize_hint=False)
@@ -453,16 +449,13 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
     multicoil = kind == "kspace" and scan.data.ndim == 4  # coil maps are estimated slice by slice
     base_op = None if multicoil else problems.build(settings, (H, W), lat=lat, lon=lon)
 
-    if kind == "kspace":
-        ks = scan.data.reshape(-1, *scan.data.shape[-3 if scan.data.ndim == 4 else -2:])
+    if kind == "kspace":  # finite: io.read checks every array it returns
+        ys = scan.data.reshape(-1, *scan.data.shape[-3 if multicoil else -2:])
     else:
-        ks = None
-    ys = _measurements(scan, base_op, kind, input_path) if ks is None else ks
+        ys = _measurements(scan, base_op, kind, input_path)
     S = ys.shape[0]
-    if retrospective:
-        ys = ys * problems.mri_columns(settings, W).to(ys.real.dtype)
-    if not bool(torch.isfinite(torch.view_as_real(ys) if ys.is_complex() else ys).all()):
-        raise ScanError(f"{input_path}: the measurement contains NaN or Inf values")
+    if columns is not None:
+        ys = ys * columns.to(ys.real.dtype)
 
     ref_stack, ref_note = None, None
     if reference is not None:
@@ -505,11 +498,16 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
     else:
         bar = range(S)
     base_name = None
+
+    def shift(op):  # what the intensity offset contributes to a measurement
+        return offset * op(torch.ones(op.in_shape, dtype=torch.float64, device=device))
+
+    fixed_shift = shift(base_op.to(device)) if offset != 0 and not multicoil else None
     for s in bar:
         op = op_for(s).to(device)  # operators follow the input's dtype; never cast them (complex coil maps)
         y = ys[s].to(device, torch.complex128 if ys.is_complex() else torch.float64)
         if offset != 0:
-            y = y - offset * op(torch.ones(op.in_shape, dtype=torch.float64, device=device))
+            y = y - (fixed_shift if fixed_shift is not None else shift(op))
         y = y / scale
         b, base_name = problems.baseline(settings, op, y)
         bases.append(b.real.reshape(H, W).cpu() * scale + offset)
@@ -557,7 +555,7 @@ def reconstruct(input_path, out, *, operator: str | None = None, prior=None, sam
     }
     if report is not None:
         with atomic_path(Path(report)) as tmp:
-            _report(tmp, scan, ys, base, mean, std, ref_stack, info)
+            _report(tmp, ys, base, mean, std, ref_stack, info)
         info["report"] = str(report)
     with atomic_path(summary) as tmp:
         Path(tmp).write_text(json.dumps(info, indent=2, default=_jsonable))
@@ -624,7 +622,7 @@ def _metrics(x: torch.Tensor, ref: torch.Tensor, samples: torch.Tensor | None = 
     rng = float(ref.max() - ref.min()) or 1.0
     out = {
         "psnr": float(metrics.psnr(x, ref, data_range=rng)),
-        "ssim": float(np.mean([float(metrics.ssim(x[i], ref[i], data_range=rng)) for i in range(x.shape[0])])),
+        "ssim": float(metrics.ssim(x, ref, data_range=rng)),  # leading dim: slices, averaged
         "relative_l2": float(metrics.relative_l2(x, ref)),
     }
     if samples is not None and samples.shape[0] >= 2:
@@ -693,7 +691,7 @@ def _samples_stack(s_scan: Scan, rec: Scan, n: int) -> torch.Tensor:
 
 
 # -- the report figure ------------------------------------------------------------------------------------------
-def _report(png, scan, ys, base, mean, std, ref, info) -> None:
+def _report(png, ys, base, mean, std, ref, info) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

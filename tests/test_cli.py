@@ -79,3 +79,14 @@ def test_priors_lists_the_bundled_priors(tmp_path):
     assert res.returncode == 0
     for name in available():
         assert name in res.stdout
+
+
+def test_sampler_options_are_parsed_and_blank_keys_refused():
+    from invdiff.cli import _options
+
+    got = _options(["zeta=0.3", "chains = 64", "init=ode", "progress=TRUE", "rho_min=none"])
+    assert got == {"zeta": 0.3, "chains": 64, "init": "ode", "progress": True, "rho_min": None}
+    assert isinstance(got["chains"], int)
+    for bad in (" =3", "zeta", "=1"):
+        with pytest.raises(ValueError, match="key=value"):
+            _options([bad])

@@ -210,7 +210,7 @@ def test_mri_nifti_to_kspace_hdf5_and_back(work, brain_nifti):
     with h5py.File(out, "r") as f:
         assert f["mean"].shape == (64, 64, 2) and f["std"].shape == (64, 64, 2)
         assert f["samples"].shape == (2, 64, 64, 2)
-        assert float(np.min(f["std"][()])) >= 0
+        assert np.isfinite(f["std"][()]).all() and float(np.min(f["std"][()])) >= 0
     assert (work / "brain.png").stat().st_size > 10_000
     # evaluate reads the samples from the same file: its numbers are the summary's, coverage included
     ref = work / "brain_ref64.npy"
@@ -286,7 +286,11 @@ def test_ct_dicom_to_sinogram_and_back_to_dicom(work, ct_dicom):
     assert ds.SeriesInstanceUID != src.SeriesInstanceUID
     assert np.allclose([float(v) for v in ds.PixelSpacing], [float(v) * 2 for v in src.PixelSpacing], rtol=1e-4)
     hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    assert -1100 < hu.min() and hu.max() < 4000  # Hounsfield units, not normalised values
+    src_hu = src.pixel_array * float(src.RescaleSlope) + float(src.RescaleIntercept)
+    lo, hi = np.percentile(src_hu, [1, 99])
+    r_lo, r_hi = np.percentile(hu, [1, 99])  # measured: -832, 388 against the source's -850, 673
+    # Hounsfield units, not normalised values: air where the source has air, tissue well above it
+    assert abs(r_lo - lo) < 0.1 * (hi - lo) and r_hi > lo + 0.5 * (hi - lo), (r_lo, r_hi, lo, hi)
 
 
 def test_fastmri_file_retrospective_undersampling(work, fastmri_file):
@@ -329,8 +333,10 @@ def test_netcdf_stations_keep_coordinates(work, field_netcdf):
     ok("simulate", field_netcdf, "--operator", "stations:n=256", "--out", obs)
     with xr.open_dataset(obs) as o:
         assert o["measurement"].dims == ("station",) and o.sizes["station"] == 256
-        lat = o["station_lat"].values
-        assert lat.min() >= -90 and lat.max() <= 90
+        # stations sit on grid points of the field, longitudes in its own -180..180 convention
+        with xr.open_dataset(field_netcdf) as f:
+            assert np.isin(o["station_lat"].values, f["lat"].values).all()
+            assert np.isin(o["station_lon"].values, f["lon"].values).all()
     out = work / "field_rec.nc"
     ok("reconstruct", obs, *FAST, "--out", out, "--reference", field_netcdf)
     with xr.open_dataset(out) as r, xr.open_dataset(field_netcdf) as f:
