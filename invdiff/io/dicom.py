@@ -429,24 +429,24 @@ def _ds(x: float) -> str:
     return format_number_as_ds(float(x))
 
 
-def _ds_number(pydicom, x: float) -> float:
+def _ds_value(x: float) -> float:
     """``x`` as the value a DS element will hold."""
     return float(_ds(x))
 
 
-def quantise(v: np.ndarray, pydicom) -> tuple[np.ndarray, float, float]:
+def quantise(v: np.ndarray) -> tuple[np.ndarray, float, float]:
     """int16 pixels and (slope, intercept), exactly representable as DS, with ``v ~ stored * slope + intercept``."""
     v = np.nan_to_num(np.asarray(v, dtype=np.float64))
     lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
     if np.all(v == np.rint(v)) and lo >= -32768 and hi <= 32767:
         return v.astype(np.int16), 1.0, 0.0
     if hi > lo:
-        slope = _ds_number(pydicom, (hi - lo) / 65530.0)
+        slope = _ds_value((hi - lo) / 65530.0)
         if slope <= 0:
-            slope = _ds_number(pydicom, abs(hi - lo) / 65530.0 * 1.001) or 1e-12
-        intercept = _ds_number(pydicom, (hi + lo) / 2.0)
+            slope = _ds_value(abs(hi - lo) / 65530.0 * 1.001) or 1e-12
+        intercept = _ds_value((hi + lo) / 2.0)
     else:
-        slope, intercept = 1.0, _ds_number(pydicom, lo)
+        slope, intercept = 1.0, _ds_value(lo)
     stored = np.clip(np.rint((v - intercept) / slope), -32768, 32767).astype(np.int16)
     return stored, slope, intercept
 
@@ -463,7 +463,7 @@ def _drop_private(ds):
     del ds[(_PRIVATE_GROUP, start >> 8)]
 
 
-def _new_dataset(pydicom, scan: Scan):
+def _new_dataset(scan: Scan):
     from pydicom.dataset import Dataset
     from pydicom.uid import generate_uid
 
@@ -551,14 +551,14 @@ def _files(pydicom, scan: Scan, path: Path, *, name: str | None, results: bool):
         if templates:
             ds = copy.deepcopy(templates[k] if len(templates) == n else templates[0])
         else:
-            ds = _new_dataset(pydicom, scan)
+            ds = _new_dataset(scan)
         for t in _PIXEL_TAGS:
             if t in ds:
                 del ds[t]
         _drop_private(ds)
         if "SOPClassUID" not in ds or "Enhanced" in getattr(ds.SOPClassUID, "name", ""):
             ds.SOPClassUID = _SECONDARY_CAPTURE
-        stored, slope, intercept = quantise(stack[k], pydicom)
+        stored, slope, intercept = quantise(stack[k])
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = stack.shape[1], stack.shape[2]
@@ -622,10 +622,10 @@ def _write_job(pydicom, path: Path, datasets: list, folder: bool) -> Job:
     return (path, folder, run)
 
 
-def write_jobs(path: Path, scan: Scan, *, name: str | None = None, results: bool = False) -> list[Job]:
+def write_jobs(path: Path, scan: Scan, *, results: bool = False) -> list[Job]:
     """A 2-D image -> one file at ``path``; a stack -> a folder ``path`` of ``0001.dcm``, ``0002.dcm``, ..."""
     pydicom = _pydicom("writing")
-    datasets = _files(pydicom, scan, path, name=name or scan.name, results=results)
+    datasets = _files(pydicom, scan, path, name=scan.name, results=results)
     return [_write_job(pydicom, path, datasets, scan.data.ndim > 2)]
 
 
@@ -634,8 +634,7 @@ def results_jobs(targets: dict, arrays: dict, like: Scan, path: Path) -> list[Jo
     arrays = result_arrays(path, arrays, like)
     jobs = []
     for name, a in arrays.items():
-        sub = result_scan(like, name, a)
-        jobs += write_jobs(targets[name], sub, name=name, results=True)
+        jobs += write_jobs(targets[name], result_scan(like, name, a), results=True)  # result_scan names it
     return jobs
 
 

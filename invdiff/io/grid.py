@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import (META_KEY, check_attrs, decode_attrs, encode_attrs, extra_tensor, Job, parse_meta, result_arrays,
-                      result_scan, scan_meta, to_json, to_numpy, to_tensor, why)
+from ._common import (META_KEY, check_attrs, decode_attrs, encode_attrs, extra_tensor, Job, meta_fields, parse_meta,
+                      result_arrays, result_scan, scan_meta, to_json, to_numpy, to_tensor, why)
 from ._scan import Scan, ScanError
 
 DEFAULT_NAMES = ("measurement", "mean")
@@ -175,15 +175,12 @@ def read(path: Path, name: str | None = None, fmt: str = "netcdf") -> Scan:
         coord_attrs[str(k)] = decode_attrs(dict(c.attrs))
     attrs["_coord_dims"] = coord_dims
     attrs["_coord_attrs"] = coord_attrs
-    kind = meta.get("kind") or ("stations" if "station" in dims else
-                                main if main in ("measurement", "sinogram") else "image")
-    axes = meta.get("image_axes")
-    spacing = meta.get("spacing")
+    fields = meta_fields(meta, data.shape)  # kind, image axes (range-checked), spacing, affine as written
+    kind = fields.get("kind") or ("stations" if "station" in dims else
+                                  main if main in ("measurement", "sinogram") else "image")
     return Scan(data=data, format=fmt, kind=kind, dims=dims,
-                image_axes=tuple(int(a) for a in axes) if axes and len(axes) == 2 else _image_axes(dims),
-                spacing=tuple(spacing) if spacing and len(spacing) == len(dims) else _spacing(var, dims),
-                affine=np.asarray(meta["affine"], dtype=np.float64) if meta.get("affine") is not None else None,
-                coords=coords, units=None if units is None else str(units), source=str(path), name=main,
+                image_axes=fields.get("image_axes") or _image_axes(dims),
+                spacing=fields.get("spacing") or _spacing(var, dims), affine=fields.get("affine"), coords=coords, units=None if units is None else str(units), source=str(path), name=main,
                 attrs=attrs, extras=extras)
 
 
