@@ -180,7 +180,8 @@ def read(path: Path, name: str | None = None, fmt: str = "netcdf") -> Scan:
                                   main if main in ("measurement", "sinogram") else "image")
     return Scan(data=data, format=fmt, kind=kind, dims=dims,
                 image_axes=fields.get("image_axes") or _image_axes(dims),
-                spacing=fields.get("spacing") or _spacing(var, dims), affine=fields.get("affine"), coords=coords, units=None if units is None else str(units), source=str(path), name=main,
+                spacing=fields.get("spacing") or _spacing(var, dims), affine=fields.get("affine"), coords=coords,
+                units=None if units is None else str(units), source=str(path), name=main,
                 attrs=attrs, extras=extras)
 
 

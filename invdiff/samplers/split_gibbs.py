@@ -34,9 +34,10 @@ to the ``n`` returned samples and ``steps`` further sweeps decorrelate them.
 Where the posterior puts its mass on modes the prior rarely visits, the chains that carry the answer are few
 (a mode of prior weight 1.5% holding half the posterior mass gets 30 of 2,000 chains), and the Monte Carlo
 error of the mode weights is what remains. ``chains`` larger than ``n`` buys it down at the cost of the
-initial draws and the ladder only: the final sweeps run on ``n``. For nonlinear operators :math:`L_\rho` is intractable: they
-run plain annealed split Gibbs on a fixed geometric ladder (a sweep per level, no weights), which is
-approximate for multimodal posteriors.
+initial draws and the ladder only: the final sweeps run on ``n``.
+
+For nonlinear operators :math:`L_\rho` is intractable: they run plain annealed split Gibbs on a fixed geometric
+ladder (a sweep per level, no weights), which is approximate for multimodal posteriors.
 
 References:
     Wu, Sun, Chen, Zhang, Yue & Bouman (2024), "Principled Probabilistic Imaging using Diffusion Models as
