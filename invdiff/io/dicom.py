@@ -295,9 +295,9 @@ def _pick_series(path: Path, datasets: list, name: str | None) -> list[int]:
     return next(iter(groups.values()))
 
 
-def _order(datasets: list) -> tuple[list[int], np.ndarray | None]:
-    """Reading order of a series (by position along the normal, else InstanceNumber) and the sorted positions."""
-    geos = [_geometry(ds) for ds in datasets]
+def _order(datasets: list, geos: list) -> tuple[list[int], np.ndarray | None]:
+    """Reading order of a series (by position along the normal, else InstanceNumber) and the sorted positions;
+    ``geos`` are the datasets' :func:`_geometry`."""
     inst = []
     for ds in datasets:
         try:
@@ -374,9 +374,9 @@ def _read_folder(path: Path, name, fmt) -> Scan:
     headers = [_dcmread(f, pixels=False) for f in files]
     picked = [files[i] for i in _pick_series(path, headers, name)]
     datasets = [_dcmread(f) for f in picked]
-    order, positions = _order(datasets)
-    datasets = [datasets[i] for i in order]
-    picked = [picked[i] for i in order]
+    geos = [_geometry(ds) for ds in datasets]
+    order, positions = _order(datasets, geos)
+    datasets, picked, geos = ([seq[i] for i in order] for seq in (datasets, picked, geos))
     images, colour = [], False
     for ds, f in zip(datasets, picked):
         img, c = pixels(ds, f)
@@ -389,7 +389,7 @@ def _read_folder(path: Path, name, fmt) -> Scan:
         raise ScanError(f"{path}: the series' images differ in size: {sorted(shapes)}")
     data = np.stack(images)
     first = datasets[0]
-    iop, _, ps = _geometry(first)
+    iop, _, ps = geos[0]
     n = len(datasets)
     affine, spacing = None, None
     if positions is not None and ps is not None:
@@ -401,7 +401,6 @@ def _read_folder(path: Path, name, fmt) -> Scan:
         step = float(getattr(first, "SpacingBetweenSlices", 0) or 0) or None
         spacing = (step, float(ps[0]), float(ps[1]))
     dims = ("slice", "row", "col")
-    geos = [_geometry(ds) for ds in datasets]
     if positions is None and n > 1 and all(g[0] is not None and g[1] is not None and g[2] is not None
                                            and np.allclose(np.r_[g[0], g[1]], np.r_[geos[0][0], geos[0][1]])
                                            for g in geos):
