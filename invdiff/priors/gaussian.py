@@ -247,6 +247,10 @@ class GaussianMixture(Prior):
         return torch.softmax(logp + self.log_weights.to(logp), dim=-1).reshape(*batch, self.K)
 
     def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        if self._cov.shared:
+            out = self._denoise_shared(x, sigma)
+            if out is not None:
+                return out
         logp, batch, (z, zmu, var) = self._component_terms(x, sigma)
         r = torch.softmax(logp + self.log_weights.to(logp), dim=-1)  # (b, K)
         lam = self._cov.lam.to(z)
@@ -259,6 +263,39 @@ class GaussianMixture(Prior):
             shrink = torch.where(var > 0, lam / var, torch.ones_like(var))
             delta = self._cov.unrotate(r.unsqueeze(-1) * shrink * z).sum(-2)
         return ((r @ mu) + delta).reshape(*batch, *self.shape)
+
+    def _denoise_shared(self, x: torch.Tensor, sigma) -> torch.Tensor | None:
+        r"""``denoise`` for a shared covariance, or ``None`` where a variance is 0 (then the general path).
+
+        The responsibilities need the component log-densities only up to a per-row constant, so the terms every
+        component shares (:math:`\sum_i z_i^2/v_i` and the log-determinant) are never formed: two matrix
+        products in the eigenbasis, and :math:`D = s \odot z + (1 - s) \odot \bar m` with the shrinkage
+        :math:`s = \lambda / v` and :math:`\bar m = \sum_k r_k m_k`. Dropping the shared terms also keeps float32
+        logits accurate at large sigma, where the shared term is of order d and its rounding error would exceed
+        the differences between components.
+        """
+        x = self._check_x(x)
+        s = expand_sigma(sigma, x, self.event_ndim)
+        batch = x.shape[: x.ndim - self.event_ndim]
+        flat = x.reshape(-1, self.d)
+        lam = self._cov.lam.to(flat)
+        var = lam + ((s.reshape(-1, 1) if s.ndim else s) ** 2)  # (d,), or (b, d) with a sigma per entry
+        if not bool((var > 0).all()):
+            return None
+        zx = self._cov.rotate(flat)
+        zmu = self._zmeans.to(flat)
+        inv = 1.0 / var
+        if var.ndim == 1 and bool((var == var[0]).all()):  # isotropic: one scalar variance
+            logits = torch.addmm(self.log_weights.to(flat) - 0.5 * inv[0] * (zmu**2).sum(-1), zx, zmu.T, alpha=float(inv[0]))
+            r = torch.softmax(logits, dim=-1)
+            a = float(lam[0] * inv[0])
+            out = torch.addmm(zx, r, zmu, beta=a, alpha=1.0 - a)
+        else:
+            logits = (zx * inv) @ zmu.T - 0.5 * (inv @ (zmu**2).T) + self.log_weights.to(flat)
+            r = torch.softmax(logits, dim=-1)
+            shrink = lam * inv
+            out = shrink * zx + (1.0 - shrink) * (r @ zmu)
+        return self._cov.unrotate(out).reshape(*batch, *self.shape)
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``(*shape)`` and covariance ``(d, d)`` of the mixture, float64."""
