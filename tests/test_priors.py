@@ -253,8 +253,9 @@ def test_gmm_denoiser_matches_a_from_scratch_reference(kind, gen):
     scipy to 1e-12, for a Python-float sigma (kept in double precision, not rounded through float32), a float64
     tensor sigma and one sigma per batch entry."""
     if kind == "diagonal":
-        prior = GaussianMixture(torch.randn(4, 5, generator=gen, dtype=F64) * 3, torch.rand(4, generator=gen, dtype=F64) + 0.1,
-                                torch.diag(torch.rand(5, generator=gen, dtype=F64) + 0.1))
+        means = torch.randn(4, 5, generator=gen, dtype=F64) * 3
+        weights = torch.rand(4, generator=gen, dtype=F64) + 0.1
+        prior = GaussianMixture(means, weights, torch.diag(torch.rand(5, generator=gen, dtype=F64) + 0.1))
     else:
         prior = _gmm_2d(kind)
     x = torch.randn(9, prior.d, generator=gen, dtype=F64) * 4

@@ -286,7 +286,8 @@ class GaussianMixture(Prior):
         zmu = self._zmeans.to(flat)
         inv = 1.0 / var
         if var.ndim == 1 and bool((var == var[0]).all()):  # isotropic: one scalar variance
-            logits = torch.addmm(self.log_weights.to(flat) - 0.5 * inv[0] * (zmu**2).sum(-1), zx, zmu.T, alpha=float(inv[0]))
+            bias = self.log_weights.to(flat) - 0.5 * inv[0] * (zmu**2).sum(-1)
+            logits = torch.addmm(bias, zx, zmu.T, alpha=float(inv[0]))
             r = torch.softmax(logits, dim=-1)
             a = float(lam[0] * inv[0])
             out = torch.addmm(zx, r, zmu, beta=a, alpha=1.0 - a)
