@@ -286,3 +286,16 @@ def test_gmm_denoiser_keeps_float32_accuracy_at_large_sigma():
     j64 = (p64.denoise(x + h * v, sigma) - d64) @ v / h
     j32 = (p32.denoise((x + h * v).float(), sigma).double() - d32) @ v / h
     assert float(((j32 - j64).abs() / j64.abs()).median()) < 0.02
+
+
+@pytest.mark.parametrize("kind", ["shared", "isotropic", "full"])
+def test_gmm_denoiser_at_sigma_zero(kind, gen):
+    """At sigma = 0 a non-singular mixture's denoiser is the identity; a singular covariance (a zero eigenvalue)
+    has no density there and says so, whichever path the covariance takes."""
+    x = torch.randn(5, 2, generator=gen, dtype=F64)
+    assert torch.allclose(_gmm_2d(kind).denoise(x, 0.0), x, rtol=0, atol=1e-12)
+    singular = {"shared": torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=F64), "isotropic": 0.0,
+                "full": torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=F64).expand(3, 2, 2).clone()}[kind]
+    prior = GaussianMixture(_gmm_2d(kind).means, _gmm_2d(kind).weights, singular)
+    with pytest.raises(ValueError, match="singular covariance at sigma = 0"):
+        prior.denoise(x, 0.0)

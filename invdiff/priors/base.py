@@ -31,9 +31,10 @@ def expand_sigma(sigma, x: torch.Tensor, event_ndim: int) -> torch.Tensor:
     Raises:
         ValueError: for negative or non-finite noise levels, or a shape that does not fit the batch.
     """
-    # a Python number is a double: made a float32 tensor first, 0.3 would become 0.30000001 for float64 data
-    s = sigma.to(x.device) if isinstance(sigma, torch.Tensor) else torch.as_tensor(
-        sigma, device=x.device, dtype=torch.complex128 if isinstance(sigma, complex) else torch.float64)
+    s = torch.as_tensor(sigma, device=x.device)
+    if not isinstance(sigma, torch.Tensor) and s.is_floating_point() and s.dtype != torch.float64:
+        # Python numbers are doubles, which torch stores as float32: 0.3 would become 0.30000001 for float64 data
+        s = torch.as_tensor(sigma, device=x.device, dtype=torch.float64)
     if s.is_complex():
         raise ValueError("sigma must be real")
     s = s.to(x.real.dtype if x.is_complex() else (x.dtype if x.is_floating_point() else torch.float32))

@@ -49,6 +49,9 @@ def _float_dtype(*tensors) -> torch.dtype:
     return torch.get_default_dtype()
 
 
+_SINGULAR = "density undefined: a singular covariance at sigma = 0; use sigma > 0"
+
+
 class _EigenCovariances:
     r"""Covariances of K components as eigen-decompositions :math:`\Sigma_k = Q_k \Lambda_k Q_k^T`.
 
@@ -232,7 +235,7 @@ class GaussianMixture(Prior):
             logdet = torch.log(var).sum(-1)
             extra = (z, None, var)
         if not torch.isfinite(logdet).all():
-            raise ValueError("density undefined: a singular covariance at sigma = 0; use sigma > 0")
+            raise ValueError(_SINGULAR)
         logp = -0.5 * quad - 0.5 * logdet - 0.5 * self.d * _LOG_2PI
         return logp, batch, extra
 
@@ -248,24 +251,17 @@ class GaussianMixture(Prior):
 
     def denoise(self, x: torch.Tensor, sigma) -> torch.Tensor:
         if self._cov.shared:
-            out = self._denoise_shared(x, sigma)
-            if out is not None:
-                return out
-        logp, batch, (z, zmu, var) = self._component_terms(x, sigma)
+            return self._denoise_shared(x, sigma)
+        logp, batch, (z, _, var) = self._component_terms(x, sigma)
         r = torch.softmax(logp + self.log_weights.to(logp), dim=-1)  # (b, K)
-        lam = self._cov.lam.to(z)
+        lam = self._cov.lam.to(z).expand_as(var)
         mu = self.means.reshape(self.K, self.d).to(z)
-        if self._cov.shared:
-            shrink = torch.where(var > 0, lam / var, torch.ones_like(var))  # sigma = lam = 0: x is exact there
-            delta = self._cov.unrotate(shrink * (z - r @ zmu))
-        else:
-            lam = lam.expand_as(var)
-            shrink = torch.where(var > 0, lam / var, torch.ones_like(var))
-            delta = self._cov.unrotate(r.unsqueeze(-1) * shrink * z).sum(-2)
+        shrink = torch.where(var > 0, lam / var, torch.ones_like(var))
+        delta = self._cov.unrotate(r.unsqueeze(-1) * shrink * z).sum(-2)
         return ((r @ mu) + delta).reshape(*batch, *self.shape)
 
-    def _denoise_shared(self, x: torch.Tensor, sigma) -> torch.Tensor | None:
-        r"""``denoise`` for a shared covariance, or ``None`` where a variance is 0 (then the general path).
+    def _denoise_shared(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        r"""``denoise`` for a shared covariance.
 
         The responsibilities need the component log-densities only up to a per-row constant, so the terms every
         component shares (:math:`\sum_i z_i^2/v_i` and the log-determinant) are never formed: two matrix
@@ -281,7 +277,7 @@ class GaussianMixture(Prior):
         lam = self._cov.lam.to(flat)
         var = lam + ((s.reshape(-1, 1) if s.ndim else s) ** 2)  # (d,), or (b, d) with a sigma per entry
         if not bool((var > 0).all()):
-            return None
+            raise ValueError(_SINGULAR)
         zx = self._cov.rotate(flat)
         zmu = self._zmeans.to(flat)
         inv = 1.0 / var
