@@ -3,12 +3,13 @@
 On the MCGdiff mixture (``gmm.py``) the samplers' error at d = 800 is all in how much mass each mode gets. This
 script gives each draw to its most responsible posterior component and prints the total variation between those mode
 fractions and the exact mixture weights, mean and 95% interval over seeds, beside the same for as many exact
-draws (the floor). One SMC setting over 40 seeds takes 1-2 minutes with 2 workers.
+draws (the floor). Steps and options default to the table's (``gmm.SETTINGS``); ``--option`` overrides one. One
+SMC setting over 40 seeds takes about 2 minutes with 2 workers.
 
     OMP_NUM_THREADS=2 python benchmarks/gmm_modes.py                                    # smc, d=800, d_y=1
-    OMP_NUM_THREADS=2 python benchmarks/gmm_modes.py --method smc --option particles=8000 --steps 200
-    OMP_NUM_THREADS=2 python benchmarks/gmm_modes.py --method split-gibbs --steps 10 \
-        --option chains=8000 --option sweeps=1
+    OMP_NUM_THREADS=2 python benchmarks/gmm_modes.py --option particles=8000 --steps 200
+    OMP_NUM_THREADS=2 python benchmarks/gmm_modes.py --dtype float64                    # the sampler in float64
+    OMP_NUM_THREADS=2 python benchmarks/gmm_modes.py --method split-gibbs
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import invdiff
 from invdiff.cli import _options
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gmm import make_problem, t_interval  # noqa: E402
+from gmm import SETTINGS, make_problem, t_interval  # noqa: E402
 
 
 def mode_tv(samples: torch.Tensor, post) -> float:
@@ -38,13 +39,13 @@ def mode_tv(samples: torch.Tensor, post) -> float:
 
 
 def run_task(task):
-    d, d_y, seed, method, steps, opts, n = task
+    d, d_y, seed, method, steps, opts, n, dtype = task
     torch.set_num_threads(1)
     prior, op, _, y = make_problem(d, d_y, seed)
     post = prior.exact_posterior(op, y)
     floor = mode_tv(post.sample(n, generator=torch.Generator().manual_seed(10_000 + seed)), post)
-    prior32 = copy.deepcopy(prior).to(torch.float32)
-    res = invdiff.sample(prior32, op, y, method, n=n, steps=steps, seed=seed, **opts)
+    res = invdiff.sample(copy.deepcopy(prior).to(getattr(torch, dtype)), op, y, method, n=n, steps=steps, seed=seed,
+                         **opts)
     return seed, mode_tv(res.samples, post), floor, res.seconds
 
 
@@ -54,17 +55,20 @@ def main(argv=None):
     p.add_argument("--dy", type=int, default=1)
     p.add_argument("--seeds", type=int, default=40)
     p.add_argument("--samples", type=int, default=2000)
-    p.add_argument("--method", default="smc")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--method", default="smc", choices=list(SETTINGS))
+    p.add_argument("--steps", type=int, default=None, help="default: the table's")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a sampler option as in 'invdiff reconstruct' (default for smc: particles=2000)")
+                   help="a sampler option as in 'invdiff reconstruct', over the table's options")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="the sampler's precision")
     p.add_argument("--jobs", type=int, default=2)
     a = p.parse_args(argv)
     try:
-        opts = {**({"particles": 2000} if a.method == "smc" else {}), **_options(a.option)}
+        opts = {**SETTINGS[a.method][1], **_options(a.option)}
     except ValueError as e:
         p.error(str(e))
-    tasks = [(a.d, a.dy, s, a.method, a.steps, opts, a.samples) for s in range(a.seeds)]
+    if a.steps is None:
+        a.steps = SETTINGS[a.method][0]
+    tasks = [(a.d, a.dy, s, a.method, a.steps, opts, a.samples, a.dtype) for s in range(a.seeds)]
     t0 = time.perf_counter()
     if a.jobs > 1:
         import multiprocessing as mp
@@ -76,7 +80,7 @@ def main(argv=None):
     tv, floor = t_interval([o[1] for o in out]), t_interval([o[2] for o in out])
     setting = ", ".join(f"{k}={v}" for k, v in opts.items())
     print(f"Mode-weight total variation to the exact posterior (d={a.d}, d_y={a.dy}, {a.samples} draws, "
-          f"{a.seeds} seeds)\n")
+          f"{a.seeds} seeds, sampler in {a.dtype})\n")
     print("| draws | mode-weight TV (mean ± 95%) | worst seed | seconds per run (median) |")
     print("|---|---|---|---|")
     print(f"| exact (floor) | {floor[0]:.4f} ± {floor[1]:.4f} | {max(o[2] for o in out):.3f} | - |")

@@ -24,7 +24,7 @@ import torch
 from invdiff.posterior import Posterior
 from invdiff.schedules import karras_sigmas
 
-__all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_variance", "dense_svd",
+__all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_variance", "ancestral_noise", "dense_svd",
            "gaussian_conditional", "operator_norm2", "systematic_resample", "effective_sample_size"]
 
 
@@ -45,8 +45,10 @@ class StackedRandn:
 
     def randn(self, shape, dtype) -> torch.Tensor:
         """``(n, *shape)`` standard normals, row ``k`` from sample ``k``'s stream."""
-        rows = [torch.randn((self.chunk, *shape), generator=g, device=self.device, dtype=dtype) for g in self.gens]
-        return torch.cat(rows)[: self.n]
+        out = torch.empty((len(self.gens) * self.chunk, *shape), device=self.device, dtype=dtype)
+        for j, g in enumerate(self.gens):  # straight into place: no list of chunks to concatenate
+            torch.randn((self.chunk, *shape), generator=g, out=out[j * self.chunk:(j + 1) * self.chunk])
+        return out[: self.n]
 
 
 def ancestral_coefficients(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
@@ -58,18 +60,45 @@ def ancestral_coefficients(sigma: float, sigma_next: float, eta: float = 1.0) ->
 
 
 def posterior_variance(denoise, x: torch.Tensor, x0: torch.Tensor, sigma: float, event_ndim: int,
-                       probe: torch.Tensor) -> torch.Tensor:
+                       probe: torch.Tensor, *, with_jvp: bool = False):
     r"""Per-sample average :math:`\mathrm{Var}[x_0 \mid x_\sigma = x]` by Tweedie's second-order formula,
     :math:`\mathrm{Cov}[x_0 \mid x] = \sigma^2 \partial D/\partial x`, its trace estimated with one random
     probe :math:`v` by a finite difference: :math:`\sigma^2 v^T(D(x + \delta v) - D(x))/(\delta\|v\|^2)`.
     Exact for isotropic Jacobians whatever the probe (the estimate is normalised by
-    :math:`\|v\|^2`), so a Gaussian probe serves; one extra denoiser evaluation. Returns shape ``(*batch, 1..1)``.
+    :math:`\|v\|^2`), so a Gaussian probe serves; one extra denoiser evaluation. Returns shape ``(*batch, 1..1)``,
+    and with ``with_jvp`` also the Jacobian-vector product :math:`Jv` (for :func:`ancestral_noise`).
     """
     delta = 1e-3 * sigma
     dims = tuple(range(-event_ndim, 0))
-    jvp = (denoise(x + delta * probe, sigma) - x0) / delta
+    jvp = denoise(torch.add(x, probe, alpha=delta), sigma).sub_(x0).div_(delta)
     r2 = sigma**2 * (probe * jvp).sum(dims, keepdim=True) / (probe * probe).sum(dims, keepdim=True)
-    return r2.clamp(min=0.0, max=sigma**2)
+    r2 = r2.clamp(min=0.0, max=sigma**2)
+    return (r2, jvp) if with_jvp else r2
+
+
+def ancestral_noise(probe: torch.Tensor, jvp: torch.Tensor, r2: torch.Tensor, sigma: float,
+                    sigma_next: float) -> torch.Tensor:
+    r"""The noise of the ancestral step :math:`\sigma \to \sigma'` with the uncertainty of :math:`x_0` in each
+    direction, not only on average: covariance close to :math:`s_{up}^2 I + (1-c)^2\,\mathrm{Cov}[x_0 \mid x]`.
+
+    ``probe`` is the standard normal :math:`v`, ``jvp`` its product :math:`Jv` and ``r2`` the average variance,
+    all from :func:`posterior_variance` (:math:`\mathrm{Cov}[x_0 \mid x] = \sigma^2 J`). The noise is
+    :math:`(a I + b J)v`, whose variance along an eigenvector of :math:`J` with eigenvalue :math:`\lambda` is
+    :math:`(a + b\lambda)^2`. With :math:`b = \sqrt{s_{up}^2 + (1-c)^2\sigma^2} - s_{up}` the line
+    :math:`a + b\lambda` is parallel to the chord of the target standard deviation
+    :math:`\sqrt{s_{up}^2 + (1-c)^2\sigma^2\lambda}` over :math:`[0, 1]`, and :math:`a` puts it on the target
+    at the sample's average eigenvalue ``r2 / sigma^2``. So the step is exact for isotropic Jacobians, as the
+    plain variance-corrected step is, and in any other direction its standard deviation is off by less than the
+    gap between that square root and its chord (1.3% on a 100-step EDM grid, 8% for :math:`\sigma'/\sigma =
+    0.5`). The plain step (one variance per sample) under-disperses the few directions where :math:`x_0` is most
+    uncertain; for a mixture those point between the modes, and the sampler then favours the central modes.
+    """
+    c, s_up = ancestral_coefficients(sigma, sigma_next)
+    k = (1 - c) ** 2 * sigma**2
+    b = math.sqrt(s_up**2 + k) - s_up
+    lam = r2 / sigma**2
+    a = (s_up**2 + k * lam).sqrt() - b * lam
+    return (a * probe).add_(jvp, alpha=b)
 
 
 def gaussian_conditional(ctx, center: torch.Tensor, r: float, *, langevin_steps: int, langevin_lr: float):
@@ -271,8 +300,15 @@ class _Context:
     def check(self, x: torch.Tensor, step: int, sigma: float, what: str = "x") -> None:
         """Raise a clear error when ``x`` is NaN / Inf, or has diverged: values a million times beyond the
         prior's scale (``sigma_max + sigma_data``; no diffusion state or data value gets near that) are a blow-up
-        that would otherwise be returned as finite garbage. One reduction (max |x| propagates NaN) per call."""
-        peak = float(x.detach().abs().max()) if x.numel() else 0.0
+        that would otherwise be returned as finite garbage. One reduction per call (min and max propagate NaN)."""
+        x = x.detach()
+        if not x.numel():
+            peak = 0.0
+        elif x.is_complex():
+            peak = float(x.abs().max())
+        else:
+            lo, hi = torch.aminmax(x)
+            peak = max(-float(lo), float(hi))
         if not math.isfinite(peak):
             raise FloatingPointError(
                 f"{self.name}: {what} became NaN/Inf at step {step} (sigma={sigma:.4g}); reduce the step size "

@@ -1,9 +1,10 @@
 r"""Sequential Monte Carlo: weighted particles that are asymptotically exact as their number grows.
 
 The diffusion prior defines a Markov chain from :math:`x_{\sigma_0} \sim \mathcal N(0, \sigma_0^2 I)` down to
-:math:`x_0` through the ancestral transitions :math:`p_\theta(x_{k+1} \mid x_k) = \mathcal N(m_k, v_k I)`
-(:mod:`invdiff.samplers.base`, :math:`\eta = 1`), whose variance by default also carries the uncertainty of
-:math:`x_0` given :math:`x_k` (Tweedie's second-order formula, :func:`~invdiff.samplers.base.posterior_variance`).
+:math:`x_0` through Gaussian ancestral transitions :math:`p_\theta(x_{k+1} \mid x_k) = \mathcal N(m_k, \Sigma_k)`
+(:mod:`invdiff.samplers.base`, :math:`\eta = 1`), whose covariance by default also carries the uncertainty of
+:math:`x_0` given :math:`x_k` (Tweedie's second-order formula, :func:`~invdiff.samplers.base.posterior_variance`),
+per direction (:func:`~invdiff.samplers.base.ancestral_noise`) with the exact proposal.
 The posterior over the whole path is
 :math:`p_\theta(x_{0:N})\,p(y \mid x_0)/Z`. SMC targets the sequence
 :math:`\gamma_k(x_k) \propto p_\theta(x_{k}) g_k(x_k)` with twisting functions :math:`g_k \approx p(y \mid x_k)`
@@ -49,6 +50,7 @@ import torch
 from .base import (
     Sampler,
     ancestral_coefficients,
+    ancestral_noise,
     dense_svd,
     effective_sample_size,
     operator_norm2,
@@ -80,11 +82,15 @@ class SMC(Sampler):
         proposal: ``"auto"`` (``"exact"`` for linear operators with Gaussian noise, else ``"twisted"``),
             ``"exact"`` or ``"twisted"``.
         ess_threshold: resample when ESS < ``ess_threshold * particles`` (1 = every step).
-        transition: the prior's Gaussian transition. ``"tweedie"`` (default) uses the variance
-            :math:`s_{up}^2 + (1-c)^2\,\mathrm{Var}[x_0 \mid x]`, the uncertainty of :math:`x_0` estimated per
-            particle by Tweedie's second-order formula (one extra denoiser evaluation per step; exact for
-            Gaussian priors at any step size); ``"ddpm"`` the plain ancestral variance :math:`s_{up}^2`, which
-            under-disperses with coarse grids.
+        transition: the prior's Gaussian transition. ``"tweedie"`` (default) uses the covariance
+            :math:`s_{up}^2 I + (1-c)^2\,\mathrm{Cov}[x_0 \mid x]`, the uncertainty of :math:`x_0` estimated per
+            particle by Tweedie's second-order formula from one Jacobian-vector product (one extra denoiser
+            evaluation per step). The exact proposal follows it per direction (``ancestral_noise``: exact for
+            isotropic Jacobians, its standard deviation within 1.3% in any direction on a 100-step grid); the
+            twisted proposal takes its average over directions (exact for isotropic Jacobians only). With one
+            variance per particle, a Gaussian prior whose variances span 0.01 to 100 came out 25% off at 50
+            steps, and the mixture benchmark's central modes were favoured. ``"ddpm"`` is the plain ancestral
+            variance :math:`s_{up}^2`, which under-disperses with coarse grids.
 
     A step is two denoiser evaluations per particle (one with ``transition="ddpm"``; with a backward pass for
     ``"twisted"``); ``steps`` defaults to 100. ``diagnostics``: ``ess`` (before resampling, per step, mean over
@@ -130,14 +136,18 @@ class SMC(Sampler):
         diag.update(proposal=proposal, particles=P, runs=R, final_ess=effective_sample_size(logw).mean().item())
         return samples, diag
 
-    def _r2(self, ctx, x, x0, sigma):
-        """Per-particle Var[x0 | x] for the transition: Tweedie's estimate (one extra NFE) or 0 (plain DDPM)."""
+    def _r2(self, ctx, x, x0, sigma, with_jvp=False):
+        """Per-particle Var[x0 | x] for the transition: Tweedie's estimate (one extra NFE) or 0 (plain DDPM);
+        with ``with_jvp`` also the probe and its Jacobian product (``None`` for plain DDPM)."""
         if self.transition == "ddpm":
-            return torch.zeros(x.shape[0], 1, device=x.device, dtype=x.dtype)
+            r2 = torch.zeros(x.shape[0], 1, device=x.device, dtype=x.dtype)
+            return (r2, None, None) if with_jvp else r2
         probe = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
         shp = (x.shape[0], *ctx.shape)
-        r2 = posterior_variance(ctx.denoise, x.reshape(shp), x0.reshape(shp), sigma, len(ctx.shape), probe.reshape(shp))
-        return r2.reshape(x.shape[0], 1)
+        r2, jvp = posterior_variance(ctx.denoise, x.reshape(shp), x0.reshape(shp), sigma, len(ctx.shape),
+                                     probe.reshape(shp), with_jvp=True)
+        r2 = r2.reshape(x.shape[0], 1)
+        return (r2, probe, jvp.reshape(x.shape)) if with_jvp else r2
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def _loop(self, ctx, R, P, x, twist, propose, final_loglik):
@@ -198,14 +208,15 @@ class SMC(Sampler):
 
         def twist(x, sigma):
             x0 = ctx.denoise(x.reshape(N, *ctx.shape), sigma).reshape(N, d)
-            return x0, _log_normal(yt, S * (x0 @ Vh.T), 1.0 + s2 * r2(sigma)), (self._r2(ctx, x, x0, sigma),)
+            extra = tuple(e for e in self._r2(ctx, x, x0, sigma, with_jvp=True) if e is not None)
+            return x0, _log_normal(yt, S * (x0 @ Vh.T), 1.0 + s2 * r2(sigma)), extra
 
         def propose(x, x0, extra, sigma, sigma_next):
             c, s_up = ancestral_coefficients(sigma, sigma_next)
-            m = x0 + c * (x - x0)
+            m = torch.lerp(x0, x, c)  # x0 + c (x - x0)
             if sigma_next == 0:
                 return m, torch.zeros(N, device=ctx.device, dtype=ctx.dtype)
-            v = s_up**2 + (1 - c) ** 2 * extra[0]  # (N, 1): the transition's variance
+            v = s_up**2 + (1 - c) ** 2 * extra[0]  # (N, 1): the transition's variance along the measured directions
             # g_{sigma'}(x') ~ N(y~; S V^T [x0 + kappa (x' - m)], tau2): D linearised with Jacobian kappa I
             kappa = r2(sigma_next) / sigma_next**2
             tau2 = 1.0 + s2 * r2(sigma_next)
@@ -214,8 +225,10 @@ class SMC(Sampler):
             mean_u = um + v * kappa * S * (yt - S * u0) / denom
             var_u = v * tau2 / denom
             u = mean_u + var_u.sqrt() * normal((N, len(S)))
-            eps = normal((N, d))
-            x_new = m + (u - um) @ Vh + v.sqrt() * (eps - (eps @ Vh.T) @ Vh)
+            # off the measured directions the prior's step, with x0's uncertainty per direction when it is known
+            xi = ancestral_noise(extra[1], extra[2], extra[0], sigma, sigma_next) if len(extra) > 1 \
+                else v.sqrt() * normal((N, d))
+            x_new = m.add_(xi).addmm_(u - um - xi @ Vh.T, Vh)
             log_ratio = _log_normal(u, um, v.expand_as(var_u)) - _log_normal(u, mean_u, var_u)
             return x_new, log_ratio
 

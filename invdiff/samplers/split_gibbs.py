@@ -175,7 +175,7 @@ class SplitGibbs(Sampler):
             c, s_up = ancestral_coefficients(s, s_next)
             probe = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
             r2 = posterior_variance(ctx.denoise, x, x0, s, len(ctx.shape), probe)
-            x = x0 + c * (x - x0) + (s_up**2 + (1 - c) ** 2 * r2).sqrt() * ctx.randn()
+            x = torch.lerp(x0, x, c).addcmul_((s_up**2 + (1 - c) ** 2 * r2).sqrt(), ctx.randn())
         return x
 
     def _initial_draws(self, ctx):

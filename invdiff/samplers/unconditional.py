@@ -23,11 +23,11 @@ def heun_ode(denoise, x: torch.Tensor, sigmas) -> torch.Tensor:
     """Integrate the probability-flow ODE from ``x`` at ``sigmas[0]`` down the decreasing grid ``sigmas`` (a list
     of floats) by Heun's method, with the correction on every step but one that ends at sigma = 0."""
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-        d = (x - denoise(x, s)) / s
-        x_next = x + (s_next - s) * d
+        d = torch.sub(x, denoise(x, s)).div_(s)
+        x_next = torch.add(x, d, alpha=s_next - s)
         if s_next > 0:
-            d_next = (x_next - denoise(x_next, s_next)) / s_next
-            x_next = x + (s_next - s) * 0.5 * (d + d_next)
+            d.add_(torch.sub(x_next, denoise(x_next, s_next)).div_(s_next))  # d + d_next
+            x_next = torch.add(x, d, alpha=0.5 * (s_next - s))
         x = x_next
     return x
 
