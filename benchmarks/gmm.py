@@ -78,12 +78,11 @@ class SlicedWassersteinTo:
 
     def __init__(self, ref, n_proj, generator):
         ref = metrics._flat_samples(ref, "ref")
-        self.theta = torch.randn(ref.shape[1], n_proj, generator=generator, dtype=torch.float64)
-        self.theta /= torch.linalg.vector_norm(self.theta, dim=0, keepdim=True)
-        self.ref = torch.sort(ref @ self.theta, dim=0).values
+        self.theta = metrics._directions(ref.shape[1], n_proj, generator)
+        self.ref = metrics._sorted_projections(ref, self.theta)
 
     def __call__(self, x) -> float:
-        px = torch.sort(metrics._flat_samples(x, "x") @ self.theta, dim=0).values
+        px = metrics._sorted_projections(metrics._flat_samples(x, "x"), self.theta)
         return float(metrics._wasserstein_1d_sorted(px, self.ref, 2.0).mean().sqrt())
 
 

@@ -249,12 +249,20 @@ def sliced_wasserstein(
         raise ValueError(f"a and b must have the same sample shape, got {tuple(a.shape[1:])} and {tuple(b.shape[1:])}")
     if int(n_projections) < 1:
         raise ValueError(f"n_projections must be >= 1, got {n_projections}")
-    theta = torch.randn(A.shape[1], int(n_projections), generator=generator, dtype=torch.float64)
-    theta = theta / torch.linalg.vector_norm(theta, dim=0, keepdim=True)
-    theta = theta.to(A.device)
-    pa, _ = torch.sort(A @ theta, dim=0)
-    pb, _ = torch.sort(B.to(A.device) @ theta, dim=0)
-    return _wasserstein_1d_sorted(pa, pb, p).mean().pow(1 / p)
+    theta = _directions(A.shape[1], int(n_projections), generator).to(A.device)
+    return _wasserstein_1d_sorted(_sorted_projections(A, theta), _sorted_projections(B.to(A.device), theta),
+                                  p).mean().pow(1 / p)
+
+
+def _directions(d: int, n: int, generator) -> torch.Tensor:
+    """``(d, n)`` directions uniform on the unit sphere (float64)."""
+    theta = torch.randn(d, n, generator=generator, dtype=torch.float64)
+    return theta / torch.linalg.vector_norm(theta, dim=0, keepdim=True)
+
+
+def _sorted_projections(A: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """The projections of the rows of ``A`` on each direction, sorted per direction: ``(n, P)``."""
+    return torch.sort(A @ theta, dim=0).values
 
 
 def _sample_quantiles(samples: torch.Tensor, qs) -> torch.Tensor:

@@ -138,10 +138,10 @@ class SMC(Sampler):
 
     def _r2(self, ctx, x, x0, sigma, with_jvp=False):
         """Per-particle Var[x0 | x] for the transition: Tweedie's estimate (one extra NFE) or 0 (plain DDPM);
-        with ``with_jvp`` also the probe and its Jacobian product (``None`` for plain DDPM)."""
+        with ``with_jvp`` a tuple, ``(r2, probe, J probe)`` (``(r2,)`` for plain DDPM)."""
         if self.transition == "ddpm":
             r2 = torch.zeros(x.shape[0], 1, device=x.device, dtype=x.dtype)
-            return (r2, None, None) if with_jvp else r2
+            return (r2,) if with_jvp else r2
         probe = torch.randn(x.shape, generator=ctx.generator, device=x.device, dtype=x.dtype)
         shp = (x.shape[0], *ctx.shape)
         r2, jvp = posterior_variance(ctx.denoise, x.reshape(shp), x0.reshape(shp), sigma, len(ctx.shape),
@@ -208,7 +208,7 @@ class SMC(Sampler):
 
         def twist(x, sigma):
             x0 = ctx.denoise(x.reshape(N, *ctx.shape), sigma).reshape(N, d)
-            extra = tuple(e for e in self._r2(ctx, x, x0, sigma, with_jvp=True) if e is not None)
+            extra = self._r2(ctx, x, x0, sigma, with_jvp=True)
             return x0, _log_normal(yt, S * (x0 @ Vh.T), 1.0 + s2 * r2(sigma)), extra
 
         def propose(x, x0, extra, sigma, sigma_next):
