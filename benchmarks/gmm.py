@@ -129,6 +129,8 @@ def main(argv=None):
     p.add_argument("--dims", type=int, nargs="+", default=[8, 80, 800])
     p.add_argument("--dys", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="problems are seeds first-seed, ..., first-seed + seeds - 1 (other problems of the kind)")
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--projections", type=int, default=1000)
     p.add_argument("--methods", nargs="+", default=list(SETTINGS))
@@ -137,13 +139,15 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     p.add_argument("--verbose", action="store_true")
     a = p.parse_args(argv)
+    if a.seeds < 1 or a.first_seed < 0:
+        p.error(f"need --seeds >= 1 and --first-seed >= 0, got {a.seeds} and {a.first_seed}")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if a.verbose else (lambda s: None)
     if a.particles_sweep:
         return particles_sweep(a, log)
     if a.quick:
         a.seeds, a.dims, a.dys = 3, [8, 80], [1, 4]
-    seeds = list(range(a.seeds))
+    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     t0 = time.perf_counter()
     threads = 1 if a.jobs > 1 else torch.get_num_threads()
     # the costliest tasks first, so the workers finish together
@@ -164,7 +168,8 @@ def main(argv=None):
     cells = list(table)
     names = ["exact (floor)", *a.methods, "prior (ceiling)"]
     print(f"Sliced Wasserstein to the exact posterior ({a.samples} draws, {a.projections} directions), "
-          f"mean +- 95% interval over {len(seeds)} seeds\n")
+          f"mean +- 95% interval over {len(seeds)} seeds"
+          + (f" ({seeds[0]}-{seeds[-1]})" if seeds[0] else "") + "\n")
     print("| method | " + " | ".join(f"d={d}, d_y={dy}" for d, dy in cells) + " |")
     print("|---|" + "---|" * len(cells))
     for name in names:
@@ -181,7 +186,7 @@ def main(argv=None):
 
 def particles_sweep(a, log):
     d, d_y = 80, 2
-    seeds = list(range(a.seeds))
+    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     print(f"SMC: sliced Wasserstein to the exact posterior vs particles per run (d={d}, d_y={d_y}, "
           f"{a.samples} draws, {len(seeds)} seeds)\n")
     print("| particles per run | runs | SW (mean ± 95%) | final ESS (median) |")
@@ -195,7 +200,7 @@ def particles_sweep(a, log):
         floor.append(float(metrics.sliced_wasserstein(post.sample(a.samples, generator=g), ref, a.projections, g)))
     m, h = t_interval(floor)
     print(f"| exact draws (floor) | - | {m:.3f} ± {h:.3f} | - |")
-    for P in (10, 50, 250, 2000):
+    for P in (10, 50, 250, 1000, 4000, 16000):
         sw, ess = [], []
         for seed in seeds:
             prior, op, _, y = make_problem(d, d_y, seed)
