@@ -88,7 +88,8 @@ def test_smc_estimates_the_evidence():
         assert abs(float(res.diagnostics["log_evidence"][0]) - exact) < 0.15, proposal
 
 
-def test_smc_prior_path_keeps_an_anisotropic_prior():
+@pytest.mark.parametrize("proposal", ["exact", "twisted"])
+def test_smc_prior_path_keeps_an_anisotropic_prior(proposal):
     """With an uninformative measurement SMC returns its prior path's draws. For a Gaussian prior with variances
     0.01 to 100 along its eigenvectors, the draws' variance along each must be the prior's (4,000 draws: 2.2%
     Monte Carlo error per ratio, tolerance 12%). The step noise per direction (``ancestral_noise``) is within 7%
@@ -99,7 +100,8 @@ def test_smc_prior_path_keeps_an_anisotropic_prior():
     lam = torch.logspace(-2, 2, d, dtype=F64)
     prior = Gaussian(torch.zeros(d, dtype=F64), Q @ torch.diag(lam) @ Q.T)
     op = MatrixOperator(torch.randn(1, d, generator=g, dtype=F64), noise=GaussianNoise(1e6))
-    res = invdiff.sample(prior, op, torch.zeros(1, dtype=F64), "smc", n=4000, steps=50, seed=1, particles=4000)
+    res = invdiff.sample(prior, op, torch.zeros(1, dtype=F64), "smc", n=4000, steps=50, seed=1, particles=4000,
+                         proposal=proposal)
     ratio = (res.samples @ Q).var(0) / lam
     assert ((ratio - 1).abs() < 0.12).all(), ratio
 

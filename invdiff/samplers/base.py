@@ -24,8 +24,8 @@ import torch
 from invdiff.posterior import Posterior
 from invdiff.schedules import karras_sigmas
 
-__all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_variance", "ancestral_noise", "dense_svd",
-           "gaussian_conditional", "operator_norm2", "systematic_resample", "effective_sample_size"]
+__all__ = ["Sampler", "StackedRandn", "ancestral_coefficients", "posterior_variance", "denoiser_jvp", "ancestral_noise",
+           "dense_svd", "gaussian_conditional", "operator_norm2", "systematic_resample", "effective_sample_size"]
 
 
 class StackedRandn:
@@ -59,6 +59,13 @@ def ancestral_coefficients(sigma: float, sigma_next: float, eta: float = 1.0) ->
     return math.sqrt(max(0.0, sigma_next**2 - s**2)) / sigma, s
 
 
+def denoiser_jvp(denoise, x: torch.Tensor, x0: torch.Tensor, sigma: float, w: torch.Tensor) -> torch.Tensor:
+    r"""The Jacobian-vector product :math:`(\partial D/\partial x)\,w` at ``x`` (whose denoised value is ``x0``) by
+    a forward difference of step :math:`10^{-3}\sigma`: one denoiser evaluation, no autograd."""
+    delta = 1e-3 * sigma
+    return denoise(torch.add(x, w, alpha=delta), sigma).sub_(x0).div_(delta)
+
+
 def posterior_variance(denoise, x: torch.Tensor, x0: torch.Tensor, sigma: float, event_ndim: int,
                        probe: torch.Tensor, *, with_jvp: bool = False):
     r"""Per-sample average :math:`\mathrm{Var}[x_0 \mid x_\sigma = x]` by Tweedie's second-order formula,
@@ -68,9 +75,8 @@ def posterior_variance(denoise, x: torch.Tensor, x0: torch.Tensor, sigma: float,
     :math:`\|v\|^2`), so a Gaussian probe serves; one extra denoiser evaluation. Returns shape ``(*batch, 1..1)``,
     and with ``with_jvp`` also the Jacobian-vector product :math:`Jv` (for :func:`ancestral_noise`).
     """
-    delta = 1e-3 * sigma
     dims = tuple(range(-event_ndim, 0))
-    jvp = denoise(torch.add(x, probe, alpha=delta), sigma).sub_(x0).div_(delta)
+    jvp = denoiser_jvp(denoise, x, x0, sigma, probe)
     r2 = sigma**2 * (probe * jvp).sum(dims, keepdim=True) / (probe * probe).sum(dims, keepdim=True)
     r2 = r2.clamp(min=0.0, max=sigma**2)
     return (r2, jvp) if with_jvp else r2
