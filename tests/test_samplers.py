@@ -88,18 +88,23 @@ def test_smc_estimates_the_evidence():
         assert abs(float(res.diagnostics["log_evidence"][0]) - exact) < 0.15, proposal
 
 
+def _anisotropic_gaussian(g, d=16):
+    """A zero-mean Gaussian prior with variances 0.01 to 100 along random orthonormal eigenvectors: (prior, Q,
+    variances)."""
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))
+    lam = torch.logspace(-2, 2, d, dtype=F64)
+    return Gaussian(torch.zeros(d, dtype=F64), Q @ torch.diag(lam) @ Q.T), Q, lam
+
+
 @pytest.mark.parametrize("proposal", ["exact", "twisted"])
 def test_smc_prior_path_keeps_an_anisotropic_prior(proposal):
     """With an uninformative measurement SMC returns its prior path's draws. For a Gaussian prior with variances
     0.01 to 100 along its eigenvectors, the draws' variance along each must be the prior's (4,000 draws: 2.2%
     Monte Carlo error per ratio, tolerance 12%). The step noise per direction (``ancestral_noise``) is within 7%
     at 50 steps; one variance per particle (the plain variance-corrected step) is 25% off, and fails."""
-    d = 16
     g = torch.Generator().manual_seed(0)
-    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))
-    lam = torch.logspace(-2, 2, d, dtype=F64)
-    prior = Gaussian(torch.zeros(d, dtype=F64), Q @ torch.diag(lam) @ Q.T)
-    op = MatrixOperator(torch.randn(1, d, generator=g, dtype=F64), noise=GaussianNoise(1e6))
+    prior, Q, lam = _anisotropic_gaussian(g)
+    op = MatrixOperator(torch.randn(1, len(lam), generator=g, dtype=F64), noise=GaussianNoise(1e6))
     res = invdiff.sample(prior, op, torch.zeros(1, dtype=F64), "smc", n=4000, steps=50, seed=1, particles=4000,
                          proposal=proposal)
     ratio = (res.samples @ Q).var(0) / lam
@@ -309,12 +314,10 @@ def test_split_gibbs_keeps_an_anisotropic_gaussian_posterior():
     each eigenvector of the exact posterior covariance (formed here from the precisions) must be within 8.5%.
     With per-direction noise in the prior step (``ancestral_noise``) the worst ratio was 3-7% over seeds 0-3
     (20,000 draws); one variance per sample gave 11-15% (seed 0: 10.7%), and fails."""
-    d = 16
     g = torch.Generator().manual_seed(0)
-    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))
-    cov = Q @ torch.diag(torch.logspace(-2, 2, d, dtype=F64)) @ Q.T
-    prior = Gaussian(torch.zeros(d, dtype=F64), cov)
-    A = torch.randn(4, d, generator=g, dtype=F64)
+    prior, Q, lam = _anisotropic_gaussian(g)
+    cov = Q @ torch.diag(lam) @ Q.T
+    A = torch.randn(4, len(lam), generator=g, dtype=F64)
     op = MatrixOperator(A, noise=GaussianNoise(0.5))
     y = op.measure(prior.sample(1, generator=g)[0], generator=g)
     ev, V = torch.linalg.eigh(torch.linalg.inv(torch.linalg.inv(cov) + A.T @ A / 0.25))

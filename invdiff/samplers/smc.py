@@ -294,10 +294,11 @@ class SMC(Sampler):
             # transition="ddpm" (r2 = 0); otherwise S = a I + b J per direction (ancestral_noise), with a from
             # r2, whose probe is independent of xi, and J w by one more denoiser evaluation (S u = v grad when J
             # is isotropic, the plain TDS proposal).
-            u = v.sqrt() * grad
+            sv = v.sqrt()
+            u = sv * grad
             w = u + xi
             if self.transition == "ddpm":
-                x_new = m.add_(v.sqrt() * w)
+                x_new = m.add_(sv * w)
             else:  # the difference is taken no longer than a standard probe's (a large drift stays linear)
                 scale = (w.norm(dim=-1, keepdim=True) / math.sqrt(d)).clamp_(min=1.0)
                 jw = denoiser_jvp(ctx.denoise, x.reshape(N, *ctx.shape), x0.reshape(N, *ctx.shape), sigma,
